@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# popup: top-level build. The first two commands a new machine needs:
+#   make demo    install what is missing, build, run the main job
+#   make check   install what is missing, build, run every test
+#
+# The module builds through Kbuild (the top Kbuild only descends into kmod/);
+# bpf/, userspace/ and tests/ have their own Makefiles, all writing to $(O).
+
+include config.mk
+
+# The guest kernel: the newest Debian linux-image installed under /boot.
+GUEST_KVER ?= $(shell ls /boot/vmlinuz-*-amd64 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)
+ifneq ($(wildcard /lib/modules/$(shell uname -r)/build),)
+KDIR ?= /lib/modules/$(shell uname -r)/build
+else
+KDIR ?= /usr/src/linux-headers-$(GUEST_KVER)
+endif
+export GUEST_KVER KDIR
+
+.PHONY: all kmod bpf userspace tests deps check demo bench clean sanitize \
+	checkpatch sparse help install
+
+all: kmod bpf userspace tests
+
+help:
+	@echo "make [all]       build popup.ko, BPF programs, userspace, tests"
+	@echo "make demo        install deps, build, run the main job (VM if needed)"
+	@echo "make check       install deps, build, run every test"
+	@echo "make bench       run the benchmarks (QUICK=1 for a short run)"
+	@echo "make SANITIZE=1  build userspace with ASan/UBSan into $(O)/san"
+	@echo "KDIR=$(KDIR)"
+
+deps:
+	$(Q)scripts/deps.sh
+
+kmod:
+	$(Q)test -d $(KDIR) || { echo "popup: no kernel headers in KDIR=$(KDIR); run scripts/deps.sh" >&2; exit 1; }
+	$(Q)$(MAKE) -C $(KDIR) M=$(TOPDIR) W=1 modules
+
+bpf:
+	$(Q)$(MAKE) -C bpf O=$(O)
+
+userspace: bpf
+	$(Q)$(MAKE) -C userspace O=$(O)
+
+tests: userspace
+	$(Q)$(MAKE) -C tests O=$(O)
+
+sanitize: bpf
+	$(Q)$(MAKE) -C userspace O=$(O) SANITIZE=1
+	$(Q)$(MAKE) -C tests O=$(O) SANITIZE=1
+
+checkpatch:
+	$(Q)perl $(KDIR)/scripts/checkpatch.pl --no-tree --strict --terse -f kmod/*.c kmod/*.h include/uapi/linux/popup.h
+
+sparse:
+	$(Q)$(MAKE) -C $(KDIR) M=$(TOPDIR) C=2 W=1 modules
+
+check: deps
+	$(Q)$(MAKE) all
+	$(Q)$(MAKE) sanitize
+	$(Q)scripts/check.sh
+
+demo: deps
+	$(Q)$(MAKE) all
+	$(Q)scripts/demo.sh
+
+bench: deps
+	$(Q)$(MAKE) all
+	$(Q)scripts/bench.sh
+
+clean:
+	$(Q)rm -rf $(O)
+	$(Q)test ! -d $(KDIR) || $(MAKE) -C $(KDIR) M=$(TOPDIR) clean
