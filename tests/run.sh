@@ -42,7 +42,7 @@ for t in "$@"; do
 	# kselftest harness: "# Totals: pass:5 fail:0 xfail:0 xpass:0 skip:0 error:0"
 	tot=$(grep -E '^# Totals: pass:' "$out" | tail -n1)
 	if [ -n "$tot" ]; then
-		p=$(sed -E 's/.*pass:([0-9]+).*/\1/' <<<"$tot")
+		p=$(sed -E 's/.*Totals: pass:([0-9]+).*/\1/' <<<"$tot")
 		f=$(sed -E 's/.* fail:([0-9]+).*/\1/' <<<"$tot")
 		s=$(sed -E 's/.*skip:([0-9]+).*/\1/' <<<"$tot")
 		e=$(sed -E 's/.*error:([0-9]+).*/\1/' <<<"$tot")
