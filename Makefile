@@ -51,8 +51,19 @@ sanitize: bpf
 	$(Q)$(MAKE) -C userspace O=$(O) SANITIZE=1
 	$(Q)$(MAKE) -C tests O=$(O) SANITIZE=1
 
-checkpatch:
-	$(Q)perl $(KDIR)/scripts/checkpatch.pl --no-tree --strict --terse -f kmod/*.c kmod/*.h include/uapi/linux/popup.h
+# checkpatch.pl is not in the headers package: take it (with the data files
+# it reads) from Debian's linux-source tarball, like the kselftest headers.
+CHECKPATCH := $(O)/checkpatch/scripts/checkpatch.pl
+$(CHECKPATCH):
+	$(Q)mkdir -p $(O)/checkpatch
+	$(Q)tar -xJf /usr/src/linux-source-6.1.tar.xz -C $(O)/checkpatch --strip-components=1 \
+		linux-source-6.1/scripts/checkpatch.pl linux-source-6.1/scripts/spelling.txt \
+		linux-source-6.1/scripts/const_structs.checkpatch
+	$(Q)touch $@
+
+checkpatch: $(CHECKPATCH)
+	$(Q)perl $(CHECKPATCH) --no-tree --strict --terse -f \
+		$(filter-out %.mod.c,$(wildcard kmod/*.c)) kmod/*.h include/uapi/linux/popup.h
 
 sparse:
 	$(Q)$(MAKE) -C $(KDIR) M=$(TOPDIR) C=2 W=1 modules

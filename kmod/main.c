@@ -2,49 +2,236 @@
 /*
  * popup.ko: the /dev/popup misc device.
  *
- * This file owns the device life cycle (module init and exit, open, release)
- * and the ioctl dispatcher. Each ioctl case follows the same three steps:
- * copy the argument in, call a popup_ioctl_<name>() helper that does the
- * work, copy the result out.
+ * Design (for users of the ABI; include/uapi/linux/popup.h has the details
+ * and the call sequence)
+ * ======
+ * LRPC over shared argument stacks, with pop-up handler contexts:
+ *   - A server EXPORTs an interface (name, version, methods with their
+ *     largest argument and result, thread-pool settings) and gets a service
+ *     id. Its threads loop in WAIT / REPLY_WAIT: one system call per
+ *     request.
+ *   - A client IMPORTs name+version and gets a binding: nslots A-stack slots
+ *     of slot_size bytes (the service's largest message, page-aligned),
+ *     allocated by the kernel. The client mmaps them; the server maps the
+ *     same pages when a context first tells it to (POPUP_CTX_MAP). Neither
+ *     arguments nor results are copied, and the kernel never reads them.
+ *   - CALL(binding, method, slot, arg_len) creates a context with the
+ *     caller's credentials, priority and CPU, and hands it straight to an
+ *     idle handler thread (the one that last waited on the caller's CPU if
+ *     any) with a synchronous wake-up, or queues it by priority. REPLY wakes
+ *     the caller, who reads the result in its slot.
+ *   - The pool grows by spawn requests to userspace (Binder's
+ *     BR_SPAWN_LOOPER, QNX's increment/lo_water) and shrinks by RETIRE
+ *     orders (QNX hi_water and an idle timeout).
+ *   - Files own what they create: closing the server withdraws its services
+ *     (callers get ECONNRESET), closing the client drops its bindings.
+ *     A file is released when its last descriptor and last mapping are gone.
+ *
+ * This file owns the device life cycle (module init and exit, open, flush,
+ * release, poll) and the ioctl dispatcher. Each ioctl case follows the same
+ * three steps: copy the argument in, call a popup_ioctl_<name>() helper
+ * that does the work, copy the result out. service.c holds the registry,
+ * binding.c the imports and mmap, call.c contexts and pools.
+ *
+ * Objects and references
+ * ======================
+ *   popup_proc     one per open file; owned by file->private_data
+ *   popup_service  registry (until withdrawn), each binding, each ioctl
+ *                  in progress; freed with RCU (looked up locklessly by id)
+ *   popup_binding  @active (client ownership + contexts in flight) holds one
+ *                  reference; each vma, a queued UNMAP notice and each ioctl
+ *                  in progress hold one; freed with RCU
+ *   popup_ctx      the service side (until reply, abort or take-back) and a
+ *                  synchronous caller; allocated from popup_ctx_cache
+ *   popup_waiter   on the kernel stack of a thread in WAIT
  *
  * Locking overview
  * ================
  * Locks, in the order they must be taken:
- *   (none yet: the per-CPU counters are lockless)
- * Functions that require a lock on entry carry a _locked suffix.
+ *   1. popup_lock (mutex): the service registry (names, ids)
+ *   2. proc->lock (mutex): a file's service and binding lists and limits
+ *   3. mm->mmap_lock (taken by the core around mmap and vm_ops; the module
+ *      never takes it itself and never holds 1 or 2 under it)
+ *   4. svc->lock (spinlock): all dynamic state of one service, of its
+ *      bindings (slots, counts, maps) and of its contexts; never two at once
+ *   5. xa_lock of the id arrays, wait-queue locks (inside the helpers)
+ * Functions that require a lock on entry carry a _locked suffix and
+ * lockdep_assert_held() it. Binding references are never dropped under a
+ * spinlock (the last put frees pages with kvfree): _locked helpers move
+ * them to a local list that the caller drops after unlocking.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/fdtable.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/pid.h>
+#include <linux/poll.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/uaccess.h>
 
 #include <uapi/linux/popup.h>
 
 #include "popup_internal.h"
 
+/* Lock 1 of the overview: the service registry. */
+DEFINE_MUTEX(popup_lock);
+
+/*
+ * Same layout on i386 and x86-64: every __u64 on an 8-byte boundary and
+ * every size a multiple of 8, and the version-1 sizes are frozen.
+ */
+#define POPUP_ASSERT_U64(type, field) \
+	static_assert(offsetof(struct type, field) % 8 == 0)
+#define POPUP_ASSERT_SIZE(type, sz) \
+	static_assert(sizeof(struct type) == (sz) && sizeof(struct type) % 8 == 0)
+
+POPUP_ASSERT_SIZE(popup_version, 32);
+POPUP_ASSERT_SIZE(popup_method, 24);
+POPUP_ASSERT_U64(popup_method, reserved);
+POPUP_ASSERT_SIZE(popup_pool, 32);
+POPUP_ASSERT_U64(popup_pool, reserved);
+POPUP_ASSERT_SIZE(popup_export, 144);
+POPUP_ASSERT_U64(popup_export, methods);
+POPUP_ASSERT_U64(popup_export, pool);
+POPUP_ASSERT_U64(popup_export, reserved);
+POPUP_ASSERT_SIZE(popup_target, 16);
+POPUP_ASSERT_SIZE(popup_set_pool, 48);
+POPUP_ASSERT_U64(popup_set_pool, pool);
+POPUP_ASSERT_SIZE(popup_import, 128);
+POPUP_ASSERT_U64(popup_import, map_offset);
+POPUP_ASSERT_U64(popup_import, map_size);
+POPUP_ASSERT_U64(popup_import, reserved);
+POPUP_ASSERT_SIZE(popup_call, 56);
+POPUP_ASSERT_U64(popup_call, reserved);
+POPUP_ASSERT_SIZE(popup_reply, 24);
+POPUP_ASSERT_SIZE(popup_context, 104);
+POPUP_ASSERT_U64(popup_context, slot_offset);
+POPUP_ASSERT_U64(popup_context, map_offset);
+POPUP_ASSERT_U64(popup_context, map_size);
+POPUP_ASSERT_U64(popup_context, reserved);
+POPUP_ASSERT_SIZE(popup_wait, 168);
+POPUP_ASSERT_U64(popup_wait, reply);
+POPUP_ASSERT_U64(popup_wait, ctx);
+POPUP_ASSERT_U64(popup_wait, reserved);
+static_assert(offsetof(struct popup_export, name) == 8);
+static_assert(offsetof(struct popup_import, name) == 8);
+static_assert(offsetof(struct popup_wait, reply_result) == 40);
+
 static int popup_open(struct inode *inode, struct file *file)
 {
+	struct popup_proc *proc;
+
+	proc = kzalloc(sizeof(*proc), GFP_KERNEL_ACCOUNT);
+	if (!proc)
+		return -ENOMEM;
+	mutex_init(&proc->lock);
+	INIT_LIST_HEAD(&proc->services);
+	INIT_LIST_HEAD(&proc->bindings);
+	init_waitqueue_head(&proc->poll_wq);
+	proc->pid = get_pid(task_tgid(current));
+	file->private_data = proc;
 	popup_stat_inc(POPUP_STAT_OPENS);
+	return 0;
+}
+
+static int popup_match_file(const void *p, struct file *file, unsigned int fd)
+{
+	return p == file;
+}
+
+/*
+ * close(): when a process drops its last descriptor of the file, its
+ * threads blocked in WAIT return EBADF. Other processes sharing the file
+ * (fork, SCM_RIGHTS) are not affected; the file lives on until release.
+ */
+static int popup_flush(struct file *file, fl_owner_t id)
+{
+	struct popup_proc *proc = file->private_data;
+
+	if (!id || id != current->files)
+		return 0;
+	if (iterate_fd(current->files, 0, popup_match_file, file))
+		return 0;
+	popup_services_flush(proc, id);
 	return 0;
 }
 
 static int popup_release(struct inode *inode, struct file *file)
 {
+	struct popup_proc *proc = file->private_data;
+	struct popup_service *svc;
+
+	mutex_lock(&proc->lock);
+	proc->dead = true;
+	mutex_unlock(&proc->lock);
+
+	for (;;) {
+		mutex_lock(&proc->lock);
+		svc = list_first_entry_or_null(&proc->services,
+					       struct popup_service, proc_node);
+		if (svc)
+			kref_get(&svc->refs);
+		mutex_unlock(&proc->lock);
+		if (!svc)
+			break;
+		popup_service_withdraw(svc);
+		popup_service_put(svc);
+	}
+	popup_bindings_release(proc);
+
+	put_pid(proc->pid);
+	kfree(proc);
 	return 0;
+}
+
+static __poll_t popup_poll(struct file *file, poll_table *wait)
+{
+	struct popup_proc *proc = file->private_data;
+
+	poll_wait(file, &proc->poll_wq, wait);
+	return popup_services_pending(proc) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
 static void popup_ioctl_version(struct popup_version *ver)
 {
 	memset(ver, 0, sizeof(*ver));
 	ver->api_version = POPUP_API_VERSION;
-	ver->features = POPUP_FEAT_STATS;
+	ver->features = POPUP_FEAT_STATS | POPUP_FEAT_RPC;
 	ver->nr_cpu_ids = nr_cpu_ids;
+}
+
+/*
+ * Copy in a structure that starts with a __u32 size: the ioctl number
+ * promises @ksize bytes; @size may announce more, which must be zero.
+ */
+static int popup_copy_in(void *karg, size_t ksize, void __user *uarg)
+{
+	u32 usize;
+	int ret;
+
+	if (copy_from_user(karg, uarg, ksize))
+		return -EFAULT;
+	usize = *(u32 *)karg;
+	if (usize < ksize)
+		return -EINVAL;
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
+	if (usize > ksize) {
+		ret = check_zeroed_user(uarg + ksize, usize - ksize);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return -E2BIG;
+	}
+	return 0;
 }
 
 static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
+	struct popup_proc *proc = file->private_data;
 	void __user *ubuf = (void __user *)arg;
 	long ret;
 
@@ -56,6 +243,119 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 
 		popup_ioctl_version(&ver);
 		ret = copy_to_user(ubuf, &ver, sizeof(ver)) ? -EFAULT : 0;
+		break;
+	}
+	case POPUP_IOC_EXPORT: {
+		struct popup_export exp;
+		struct popup_target t = {};
+
+		ret = popup_copy_in(&exp, sizeof(exp), ubuf);
+		if (ret)
+			break;
+		ret = popup_ioctl_export(proc, &exp);
+		if (ret)
+			break;
+		if (copy_to_user(ubuf, &exp, sizeof(exp))) {
+			t.id = exp.service_id;
+			popup_ioctl_withdraw(proc, &t);
+			ret = -EFAULT;
+		}
+		break;
+	}
+	case POPUP_IOC_WITHDRAW:
+	case POPUP_IOC_UNIMPORT:
+	case POPUP_IOC_THREAD_EXIT: {
+		struct popup_target t;
+
+		if (copy_from_user(&t, ubuf, sizeof(t))) {
+			ret = -EFAULT;
+			break;
+		}
+		if (cmd == POPUP_IOC_WITHDRAW)
+			ret = popup_ioctl_withdraw(proc, &t);
+		else if (cmd == POPUP_IOC_UNIMPORT)
+			ret = popup_ioctl_unimport(proc, &t);
+		else
+			ret = popup_ioctl_thread_exit(proc, &t);
+		break;
+	}
+	case POPUP_IOC_SET_POOL: {
+		struct popup_set_pool sp;
+
+		if (copy_from_user(&sp, ubuf, sizeof(sp))) {
+			ret = -EFAULT;
+			break;
+		}
+		ret = popup_ioctl_set_pool(proc, &sp);
+		break;
+	}
+	case POPUP_IOC_IMPORT: {
+		struct popup_import imp;
+		struct popup_target t = {};
+
+		ret = popup_copy_in(&imp, sizeof(imp), ubuf);
+		if (ret)
+			break;
+		ret = popup_ioctl_import(proc, &imp);
+		if (ret)
+			break;
+		if (copy_to_user(ubuf, &imp, sizeof(imp))) {
+			t.id = imp.binding_id;
+			popup_ioctl_unimport(proc, &t);
+			ret = -EFAULT;
+		}
+		break;
+	}
+	case POPUP_IOC_CALL: {
+		struct popup_call call;
+
+		ret = popup_copy_in(&call, sizeof(call), ubuf);
+		if (ret)
+			break;
+		ret = popup_ioctl_call(proc, &call);
+		/* On EFAULT here the call completed; its status is lost. */
+		if (!ret && copy_to_user(ubuf, &call, sizeof(call)))
+			ret = -EFAULT;
+		break;
+	}
+	case POPUP_IOC_REPLY: {
+		struct popup_reply r;
+
+		if (copy_from_user(&r, ubuf, sizeof(r))) {
+			ret = -EFAULT;
+			break;
+		}
+		ret = popup_ioctl_reply(proc, &r);
+		break;
+	}
+	case POPUP_IOC_WAIT:
+	case POPUP_IOC_REPLY_WAIT: {
+		struct popup_wait w;
+
+		ret = popup_copy_in(&w, sizeof(w), ubuf);
+		if (ret)
+			break;
+		/* Fail before taking a context if the result cannot be stored. */
+		if (copy_to_user(ubuf, &w, sizeof(w))) {
+			ret = -EFAULT;
+			break;
+		}
+		ret = popup_ioctl_wait(proc, &w, cmd == POPUP_IOC_REPLY_WAIT);
+		/* REPLY_WAIT reports @reply_result even when the wait fails. */
+		if (ret && cmd != POPUP_IOC_REPLY_WAIT)
+			break;
+		if (copy_to_user(ubuf, &w, sizeof(w)) && !ret) {
+			/* Lost result: answer the call ourselves. */
+			if (w.kind == POPUP_WAIT_KIND_CALL) {
+				struct popup_reply r = {
+					.ctx_id = w.ctx.ctx_id,
+					.status = -EFAULT,
+				};
+
+				popup_ioctl_reply(proc, &r);
+			}
+			ret = -EFAULT;
+		}
 		break;
 	}
 	default:
@@ -71,7 +371,10 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 static const struct file_operations popup_fops = {
 	.owner = THIS_MODULE,
 	.open = popup_open,
+	.flush = popup_flush,
 	.release = popup_release,
+	.poll = popup_poll,
+	.mmap = popup_mmap,
 	.unlocked_ioctl = popup_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.llseek = noop_llseek,
@@ -88,6 +391,10 @@ static int __init popup_init(void)
 {
 	int ret;
 
+	ret = popup_ctx_cache_init();
+	if (ret)
+		goto err_cache_failed;
+
 	ret = popup_proc_init();
 	if (ret)
 		goto err_proc_failed;
@@ -102,6 +409,8 @@ static int __init popup_init(void)
 err_misc_failed:
 	popup_proc_exit();
 err_proc_failed:
+	popup_ctx_cache_exit();
+err_cache_failed:
 	return ret;
 }
 
@@ -109,6 +418,8 @@ static void __exit popup_exit(void)
 {
 	misc_deregister(&popup_miscdev);
 	popup_proc_exit();
+	rcu_barrier();		/* kfree_rcu of services and bindings */
+	popup_ctx_cache_exit();
 	pr_info("unloaded\n");
 }
 

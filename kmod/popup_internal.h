@@ -8,8 +8,17 @@
 #ifndef _POPUP_INTERNAL_H
 #define _POPUP_INTERNAL_H
 
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
 #include <linux/percpu.h>
+#include <linux/rcupdate.h>
+#include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/uidgid.h>
+#include <linux/wait.h>
+
+#include <uapi/linux/popup.h>
 
 /*
  * enum popup_stat - per-CPU event counters shown in /proc/popup/stats.
@@ -20,6 +29,19 @@ enum popup_stat {
 	POPUP_STAT_OPENS,
 	POPUP_STAT_IOCTLS,
 	POPUP_STAT_ERRORS,
+	POPUP_STAT_EXPORTS,
+	POPUP_STAT_IMPORTS,
+	POPUP_STAT_CALLS,
+	POPUP_STAT_ONEWAY,
+	POPUP_STAT_HANDOFFS,
+	POPUP_STAT_QUEUED,
+	POPUP_STAT_REPLIES,
+	POPUP_STAT_CANCELS,
+	POPUP_STAT_TIMEOUTS,
+	POPUP_STAT_ABORTS,
+	POPUP_STAT_SPAWNS,
+	POPUP_STAT_RETIRES,
+	POPUP_STAT_UNMAPS,
 	POPUP_NR_STATS,
 };
 
@@ -34,7 +56,294 @@ static inline void popup_stat_inc(enum popup_stat s)
 	this_cpu_inc(popup_cpu_stats.count[s]);
 }
 
+/**
+ * struct popup_proc - state of one open file of /dev/popup
+ * @lock:      protects @services, @bindings, @nservices, @nbindings,
+ *             @mapped, @dead
+ * @services:  services exported through this file (popup_service.proc_node)
+ * @bindings:  bindings imported through this file (popup_binding.proc_node)
+ * @nservices: entries in @services
+ * @nbindings: entries in @bindings
+ * @mapped:    A-stack bytes of @bindings
+ * @dead:      release has started; no new services or bindings
+ * @poll_wq:   poll() waiters, woken when a service has a pending notice
+ *             (invariant after open)
+ * @pid:       opener's thread group, for /proc (invariant after open)
+ *
+ * Owned by file->private_data; freed by release. Services point back at
+ * their proc (popup_service.owner) only while not dead, so no reference
+ * is counted.
+ */
+struct popup_proc {
+	struct mutex lock;		/* see above */
+	struct list_head services;
+	struct list_head bindings;
+	unsigned int nservices;
+	unsigned int nbindings;
+	u64 mapped;
+	bool dead;
+	wait_queue_head_t poll_wq;
+	struct pid *pid;
+};
+
+/**
+ * struct popup_method_k - kernel copy of a method (invariant after export)
+ * @id:      method id
+ * @flags:   POPUP_METHOD_* bits
+ * @max_arg: largest argument
+ * @max_res: largest result
+ */
+struct popup_method_k {
+	u32 id;
+	u32 flags;
+	u32 max_arg;
+	u32 max_res;
+};
+
+/**
+ * struct popup_waiter - a thread blocked in WAIT; lives on its kernel stack
+ * @node:       on popup_service.idle or .control (protected by svc->lock)
+ * @wq:         the thread sleeps here (invariant)
+ * @ctx:        a call handed to this thread (protected by svc->lock)
+ * @kicked:     set with @ctx, or to make the thread re-check the service
+ *              (protected by svc->lock; read locklessly as a wake condition)
+ * @closed:     the process closed its last descriptor (svc->lock)
+ * @files:      current->files of the thread, for flush (invariant)
+ * @cpu:        CPU the thread waits on, for affinity (invariant)
+ * @flags:      POPUP_WAIT_* flags of the request (invariant)
+ */
+struct popup_waiter {
+	struct list_head node;
+	wait_queue_head_t wq;
+	struct popup_ctx *ctx;
+	bool kicked;
+	bool closed;
+	void *files;
+	int cpu;
+	u32 flags;
+};
+
+/**
+ * struct popup_service - an exported interface
+ * @refs:         registry, bindings, in-flight ioctls; freed with RCU
+ * @rcu:          for kfree_rcu
+ * @id:           id in popup_service_xa (invariant)
+ * @version:      interface version (invariant)
+ * @name:         NUL-terminated name (invariant)
+ * @methods:      sorted by id (invariant)
+ * @nmethods:     entries in @methods (invariant)
+ * @slot_size:    page-aligned slot size (invariant)
+ * @owner_pid:    exporter's tgid, for /proc (invariant)
+ * @owner:        owning file; valid only while !@dead (svc->lock, or
+ *                owner->lock while on its list)
+ * @proc_node:    on owner->services (owner->lock)
+ * @reg_node:     on popup_services (popup_lock)
+ * @lock:         protects every field below, the dynamic state of this
+ *                service's bindings and of its contexts
+ * @dead:         withdrawn: calls fail ECONNRESET, waits ENOENT
+ * @pool:         current pool settings
+ * @queue:        QUEUED contexts, by priority then arrival
+ * @nqueued:      entries in @queue
+ * @running:      HANDED and ACTIVE contexts
+ * @idle:         idle pool (and non-pool) waiters, most recent first
+ * @nidle:        idle waiters that are pool threads
+ * @control:      control waiters
+ * @nthreads:     registered pool threads
+ * @spawn_req:    threads asked for and not yet reported by a WAIT
+ * @spawn_exp:    threads asked for and not yet registered (NEW)
+ * @spawn_time:   jiffies of the last request; a request unanswered for a
+ *                second may be repeated
+ * @notices:      bindings whose server mapping must go (KIND_UNMAP)
+ * @space_wq:     callers waiting for queue room (POPUP_CALL_BLOCK)
+ * @calls:        calls accepted
+ * @errors:       calls that failed after acceptance (abort, cancel)
+ */
+struct popup_service {
+	struct kref refs;
+	struct rcu_head rcu;
+	u32 id;
+	u32 version;
+	char name[POPUP_NAME_MAX];
+	struct popup_method_k *methods;
+	u32 nmethods;
+	u32 slot_size;
+	pid_t owner_pid;
+	struct popup_proc *owner;
+	struct list_head proc_node;
+	struct list_head reg_node;
+
+	spinlock_t lock;		/* see above */
+	bool dead;
+	struct popup_pool pool;
+	struct list_head queue;
+	u32 nqueued;
+	struct list_head running;
+	struct list_head idle;
+	u32 nidle;
+	struct list_head control;
+	u32 nthreads;
+	u32 spawn_req;
+	u32 spawn_exp;
+	unsigned long spawn_time;
+	struct list_head notices;
+	wait_queue_head_t space_wq;
+	u64 calls;
+	u64 errors;
+};
+
+/**
+ * struct popup_binding - a client's import of a service, with its A-stacks
+ * @refs:         memory references: the global id (while active or
+ *                mapped), each vma, a queued notice, in-flight ioctls
+ * @rcu:          for kfree_rcu
+ * @id:           id in popup_binding_xa, erased at the last put (invariant)
+ * @svc:          the service, referenced (invariant)
+ * @nslots:       slots (invariant)
+ * @npages:       entries in @pages (invariant)
+ * @map_size:     nslots * svc->slot_size (invariant)
+ * @pages:        the A-stack pages (invariant)
+ * @proc_node:    on client->bindings (client->lock)
+ * @client:       importing file; NULL once dropped (svc->lock to read,
+ *                client->lock and svc->lock to clear)
+ * @active:       client ownership + contexts (svc->lock); the binding is
+ *                dead when it reaches 0
+ * @busy:         bit per slot carrying a call (svc->lock)
+ * @slot_ctx:     context per busy slot (svc->lock)
+ * @gen:          generation for context ids (svc->lock)
+ * @oneway:       one-way contexts queued or running (svc->lock)
+ * @oneway_quota: limit of @oneway (invariant)
+ * @client_maps:  vmas mapping this binding for the client (svc->lock)
+ * @server_maps:  vmas mapping this binding for the server (svc->lock)
+ * @notice_node:  on svc->notices (svc->lock)
+ * @noticed:      @notice_node is queued and holds a reference (svc->lock)
+ */
+struct popup_binding {
+	struct kref refs;
+	struct rcu_head rcu;
+	u32 id;
+	struct popup_service *svc;
+	u32 nslots;
+	u32 npages;
+	u64 map_size;
+	struct page **pages;
+	struct list_head proc_node;
+
+	struct popup_proc *client;
+	unsigned int active;
+	u64 busy;
+	struct popup_ctx *slot_ctx[POPUP_MAX_SLOTS];
+	u32 gen;
+	u32 oneway;
+	u32 oneway_quota;
+	unsigned int client_maps;
+	unsigned int server_maps;
+	struct list_head notice_node;
+	bool noticed;
+};
+
+/* enum popup_ctx_state - where a context is (svc->lock) */
+enum popup_ctx_state {
+	POPUP_CTX_QUEUED,	/* on svc->queue */
+	POPUP_CTX_HANDED,	/* given to a waiter that has not returned yet */
+	POPUP_CTX_ACTIVE,	/* returned to a handler in userspace */
+	POPUP_CTX_DONE,		/* replied; result valid */
+	POPUP_CTX_CANCELLED,	/* caller left while ACTIVE; reply discarded */
+	POPUP_CTX_ABORTED,	/* service withdrawn or caller left early */
+};
+
+/**
+ * struct popup_ctx - a handler context: one call in flight
+ * @refs:     the service side (until reply, cancel or abort) and, for a
+ *            synchronous call, the caller
+ * @node:     on svc->queue or svc->running (svc->lock)
+ * @wq:       the synchronous caller sleeps here (invariant)
+ * @state:    enum popup_ctx_state (svc->lock; READ_ONCE as wake condition)
+ * @id:       context id (invariant)
+ * @binding:  the caller's binding; counts in binding->active until the
+ *            context leaves the service side (invariant)
+ * @method:   the method called (invariant)
+ * @slot:     slot index (invariant)
+ * @arg_len:  argument bytes (invariant)
+ * @flags:    POPUP_CTX_ONEWAY (invariant)
+ * @prio:     caller's priority (invariant)
+ * @cpu:      arrival CPU (invariant)
+ * @tgid:     caller's process, referenced (invariant)
+ * @tid:      caller's thread, referenced (invariant)
+ * @uid:      caller's euid (invariant)
+ * @gid:      caller's egid (invariant)
+ * @waiter:   the waiter holding a HANDED context (svc->lock)
+ * @status:   reply status (svc->lock, valid in DONE)
+ * @result_len: reply length (svc->lock, valid in DONE)
+ */
+struct popup_ctx {
+	struct kref refs;
+	struct list_head node;
+	wait_queue_head_t wq;
+	int state;
+	u64 id;
+	struct popup_binding *binding;
+	const struct popup_method_k *method;
+	u32 slot;
+	u32 arg_len;
+	u32 flags;
+	int prio;
+	int cpu;
+	struct pid *tgid;
+	struct pid *tid;
+	kuid_t uid;
+	kgid_t gid;
+	struct popup_waiter *waiter;
+	s32 status;
+	u32 result_len;
+};
+
+/* main.c */
+extern struct mutex popup_lock;
+
+/* stats.c */
 int popup_proc_init(void);
 void popup_proc_exit(void);
+
+/* service.c */
+int popup_name_check(const char *name);
+bool popup_services_pending(struct popup_proc *proc);
+int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp);
+int popup_ioctl_withdraw(struct popup_proc *proc, const struct popup_target *t);
+int popup_ioctl_set_pool(struct popup_proc *proc,
+			 const struct popup_set_pool *sp);
+struct popup_service *popup_service_get_owned(struct popup_proc *proc, u32 id);
+struct popup_service *popup_service_find(const char *name, u32 version);
+void popup_service_put(struct popup_service *svc);
+void popup_service_withdraw(struct popup_service *svc);
+const struct popup_method_k *popup_method_find(struct popup_service *svc,
+					       u32 id);
+int popup_services_show(struct seq_file *m, void *v);
+void popup_services_flush(struct popup_proc *proc, void *files);
+
+/* binding.c */
+int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp);
+int popup_ioctl_unimport(struct popup_proc *proc, const struct popup_target *t);
+struct popup_binding *popup_binding_get(u32 id);
+void popup_binding_put(struct popup_binding *b);
+void popup_binding_drop(struct popup_binding *b);
+void popup_binding_active_put_locked(struct popup_binding *b,
+				     struct list_head *puts);
+void popup_binding_put_list(struct list_head *puts);
+int popup_mmap(struct file *file, struct vm_area_struct *vma);
+void popup_bindings_release(struct popup_proc *proc);
+
+/* call.c */
+int popup_ctx_cache_init(void);
+void popup_ctx_cache_exit(void);
+int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call);
+int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
+		     bool reply);
+int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r);
+int popup_ioctl_thread_exit(struct popup_proc *proc,
+			    const struct popup_target *t);
+void popup_service_abort_locked(struct popup_service *svc,
+				struct list_head *puts);
+void popup_pool_update_locked(struct popup_service *svc);
+void popup_notice_wake_locked(struct popup_service *svc);
 
 #endif /* _POPUP_INTERNAL_H */

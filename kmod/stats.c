@@ -20,6 +20,19 @@ static const char *const popup_stat_names[POPUP_NR_STATS] = {
 	[POPUP_STAT_OPENS] = "opens",
 	[POPUP_STAT_IOCTLS] = "ioctls",
 	[POPUP_STAT_ERRORS] = "errors",
+	[POPUP_STAT_EXPORTS] = "exports",
+	[POPUP_STAT_IMPORTS] = "imports",
+	[POPUP_STAT_CALLS] = "calls",
+	[POPUP_STAT_ONEWAY] = "oneway",
+	[POPUP_STAT_HANDOFFS] = "handoffs",
+	[POPUP_STAT_QUEUED] = "queued",
+	[POPUP_STAT_REPLIES] = "replies",
+	[POPUP_STAT_CANCELS] = "cancels",
+	[POPUP_STAT_TIMEOUTS] = "timeouts",
+	[POPUP_STAT_ABORTS] = "aborts",
+	[POPUP_STAT_SPAWNS] = "spawns",
+	[POPUP_STAT_RETIRES] = "retires",
+	[POPUP_STAT_UNMAPS] = "unmaps",
 };
 
 static struct proc_dir_entry *popup_proc_dir;
@@ -49,7 +62,9 @@ int popup_proc_init(void)
 	popup_proc_dir = proc_mkdir("popup", NULL);
 	if (!popup_proc_dir)
 		return -ENOMEM;
-	if (!proc_create_single("stats", 0444, popup_proc_dir, popup_stats_show)) {
+	if (!proc_create_single("stats", 0444, popup_proc_dir, popup_stats_show) ||
+	    !proc_create_single("services", 0444, popup_proc_dir,
+				popup_services_show)) {
 		proc_remove(popup_proc_dir);
 		popup_proc_dir = NULL;
 		return -ENOMEM;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# popup.ko load/unload cycles (run inside scripts/vm): 20 loads and unloads
+# popup.ko load/unload cycles (run inside scripts/vm): 100 loads and unloads
 # with the device used in between, the module refusing to unload while a
 # file is open (.owner = THIS_MODULE), and a kernel that is still untainted
 # by warnings (W) or oopses (D) at the end. Slab leaks in the module's own
@@ -28,7 +28,7 @@ tainted_bad()
 }
 
 ok=1
-for i in $(seq 1 20); do
+for i in $(seq 1 100); do
 	if ! insmod "$ko"; then ok=0; echo "# cycle $i: insmod failed"; break; fi
 	for _ in $(seq 50); do [ -c /dev/popup ] && break; sleep 0.02; done
 	if ! "$ctl" version >/dev/null; then ok=0; echo "# cycle $i: version ioctl failed"; fi
@@ -38,7 +38,7 @@ for i in $(seq 1 20); do
 		ok=0; echo "# cycle $i: module or device still present after rmmod"
 	fi
 done
-[ $ok = 1 ] && t_pass "load, version ioctl, unload x20" || t_fail "load, version ioctl, unload x20"
+[ $ok = 1 ] && t_pass "load, version ioctl, unload x100" || t_fail "load, version ioctl, unload x100"
 
 insmod "$ko"
 for _ in $(seq 50); do [ -c /dev/popup ] && break; sleep 0.02; done

@@ -1,0 +1,717 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Calls, handler contexts and the thread pool.
+ *
+ * CALL creates a context (struct popup_ctx, from popup_ctx_cache) and, in
+ * one critical section of svc->lock, either hands it to an idle waiter
+ * (HANDED; the waiter's on-stack struct popup_waiter gets ->ctx and a
+ * synchronous wake-up) or queues it by priority then arrival (QUEUED).
+ * The waiter returns it to userspace (ACTIVE). REPLY stores the status and
+ * length (DONE) and wakes the caller, which reads the result in place.
+ *
+ * Cancellation (signal or timeout of the caller): a QUEUED or HANDED
+ * context is taken back (it never reaches a handler: EINTR/ETIMEDOUT); an
+ * ACTIVE one becomes CANCELLED (ECANCELED/ETIME), keeps its slot busy and
+ * is discarded by the handler's REPLY, which fails with ECANCELED.
+ *
+ * Pool: waiters sleep LIFO on svc->idle; a call prefers the one that waits
+ * on the caller's CPU. When no thread is idle with calls queued, or fewer
+ * than min_idle are idle, and the pool is below max_threads, a spawn
+ * request for max(increment, min_idle - idle) threads is posted (one at a
+ * time: the next only once that many threads registered with
+ * POPUP_WAIT_NEW, or a second passed). It reaches userspace in the
+ * @spawn field of the next WAIT result, as KIND_SPAWN to a control waiter,
+ * and as EPOLLIN. Pool threads idle beyond max_idle, or idle for
+ * idle_timeout while min_idle others are idle too, get KIND_RETIRE.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cred.h>
+#include <linux/err.h>
+#include <linux/jiffies.h>
+#include <linux/pid.h>
+#include <linux/pid_namespace.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/user_namespace.h>
+
+#include "popup_internal.h"
+
+static struct kmem_cache *popup_ctx_cache;
+
+/* How many idle waiters a call scans for one on its own CPU. */
+#define POPUP_AFFINITY_SCAN	32
+
+int popup_ctx_cache_init(void)
+{
+	popup_ctx_cache = KMEM_CACHE(popup_ctx, SLAB_ACCOUNT);
+	return popup_ctx_cache ? 0 : -ENOMEM;
+}
+
+void popup_ctx_cache_exit(void)
+{
+	kmem_cache_destroy(popup_ctx_cache);
+}
+
+/* Atomic-safe: frees the context and its pid references only. */
+static void popup_ctx_release(struct kref *kref)
+{
+	struct popup_ctx *ctx = container_of(kref, struct popup_ctx, refs);
+
+	put_pid(ctx->tgid);
+	put_pid(ctx->tid);
+	kmem_cache_free(popup_ctx_cache, ctx);
+}
+
+static void popup_ctx_put(struct popup_ctx *ctx)
+{
+	kref_put(&ctx->refs, popup_ctx_release);
+}
+
+/*
+ * The service side is done with @ctx: release its slot and its count in
+ * binding->active, set its final @state, wake a synchronous caller and
+ * drop the service side's reference.
+ */
+static void popup_ctx_finish_locked(struct popup_service *svc,
+				    struct popup_ctx *ctx, int state,
+				    struct list_head *puts)
+{
+	struct popup_binding *b = ctx->binding;
+
+	lockdep_assert_held(&svc->lock);
+	if (ctx->state == POPUP_CTX_QUEUED) {
+		svc->nqueued--;
+		wake_up_interruptible(&svc->space_wq);
+	}
+	if (ctx->waiter) {
+		ctx->waiter->ctx = NULL;
+		ctx->waiter = NULL;
+	}
+	list_del_init(&ctx->node);
+	b->busy &= ~BIT_ULL(ctx->slot);
+	b->slot_ctx[ctx->slot] = NULL;
+	if (ctx->flags & POPUP_CTX_ONEWAY)
+		b->oneway--;
+	popup_binding_active_put_locked(b, puts);
+	WRITE_ONCE(ctx->state, state);
+	if (!(ctx->flags & POPUP_CTX_ONEWAY))
+		wake_up_interruptible_sync(&ctx->wq);
+	popup_ctx_put(ctx);
+}
+
+/* Wake a thread to collect a notice (spawn request or UNMAP). */
+void popup_notice_wake_locked(struct popup_service *svc)
+{
+	struct popup_waiter *w;
+
+	lockdep_assert_held(&svc->lock);
+	w = list_first_entry_or_null(&svc->control, struct popup_waiter, node);
+	if (!w)
+		w = list_first_entry_or_null(&svc->idle, struct popup_waiter,
+					     node);
+	if (w) {
+		w->kicked = true;
+		wake_up_interruptible(&w->wq);
+	}
+	if (svc->owner)
+		wake_up_interruptible(&svc->owner->poll_wq);
+}
+
+/* Post a spawn request if the pool needs threads and none is pending. */
+void popup_pool_update_locked(struct popup_service *svc)
+{
+	const struct popup_pool *p = &svc->pool;
+	u32 want;
+
+	lockdep_assert_held(&svc->lock);
+	if (svc->dead || svc->spawn_req)
+		return;
+	if (svc->spawn_exp) {
+		if (time_before(jiffies, svc->spawn_time + HZ))
+			return;
+		svc->spawn_exp = 0;	/* unanswered for a second */
+	}
+	if (svc->nthreads >= p->max_threads)
+		return;
+	if (svc->nidle >= p->min_idle && (svc->nidle || !svc->nqueued))
+		return;
+	want = p->increment;
+	if (svc->nidle < p->min_idle)
+		want = max(want, p->min_idle - svc->nidle);
+	want = min(want, p->max_threads - svc->nthreads);
+	svc->spawn_req = want;
+	svc->spawn_exp = want;
+	svc->spawn_time = jiffies;
+	popup_stat_inc(POPUP_STAT_SPAWNS);
+	popup_notice_wake_locked(svc);
+}
+
+/* Withdrawal: fail every context, wake every waiter, drop the notices. */
+void popup_service_abort_locked(struct popup_service *svc,
+				struct list_head *puts)
+{
+	struct popup_ctx *ctx, *ctmp;
+	struct popup_binding *b, *btmp;
+	struct popup_waiter *w;
+
+	lockdep_assert_held(&svc->lock);
+	WRITE_ONCE(svc->dead, true);
+	WRITE_ONCE(svc->owner, NULL);
+	list_for_each_entry_safe(ctx, ctmp, &svc->queue, node) {
+		svc->errors++;
+		popup_stat_inc(POPUP_STAT_ABORTS);
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+	}
+	list_for_each_entry_safe(ctx, ctmp, &svc->running, node) {
+		if (ctx->state != POPUP_CTX_CANCELLED) {
+			svc->errors++;
+			popup_stat_inc(POPUP_STAT_ABORTS);
+		}
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+	}
+	list_for_each_entry(w, &svc->idle, node) {
+		w->kicked = true;
+		wake_up_interruptible(&w->wq);
+	}
+	list_for_each_entry(w, &svc->control, node) {
+		w->kicked = true;
+		wake_up_interruptible(&w->wq);
+	}
+	list_for_each_entry_safe(b, btmp, &svc->notices, notice_node) {
+		b->noticed = false;
+		list_move_tail(&b->notice_node, puts);
+	}
+	svc->spawn_req = 0;
+	svc->spawn_exp = 0;
+	wake_up_interruptible_all(&svc->space_wq);
+}
+
+/* An idle waiter for a call from @cpu: same CPU if seen soon, else LIFO. */
+static struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
+						     int cpu)
+{
+	struct popup_waiter *w;
+	int n = 0;
+
+	list_for_each_entry(w, &svc->idle, node) {
+		if (w->cpu == cpu)
+			return w;
+		if (++n >= POPUP_AFFINITY_SCAN)
+			break;
+	}
+	return list_first_entry_or_null(&svc->idle, struct popup_waiter, node);
+}
+
+/* Insert by priority (lower first), after every equal one (FIFO). */
+static void popup_queue_insert_locked(struct popup_service *svc,
+				      struct popup_ctx *ctx)
+{
+	struct popup_ctx *pos;
+
+	list_for_each_entry_reverse(pos, &svc->queue, node) {
+		if (pos->prio <= ctx->prio) {
+			list_add(&ctx->node, &pos->node);
+			return;
+		}
+	}
+	list_add(&ctx->node, &svc->queue);
+}
+
+/* Can @call on @b be accepted now, queue room aside? */
+static int popup_call_check_locked(struct popup_proc *proc,
+				   struct popup_binding *b,
+				   const struct popup_call *call, bool oneway)
+{
+	struct popup_service *svc = b->svc;
+
+	lockdep_assert_held(&svc->lock);
+	if (b->client != proc)
+		return -ENOENT;
+	if (svc->dead)
+		return -ECONNRESET;
+	if (!b->client_maps)
+		return -ENXIO;
+	if (b->busy & BIT_ULL(call->slot))
+		return -EBUSY;
+	if (oneway && b->oneway >= b->oneway_quota)
+		return -EAGAIN;
+	return 0;
+}
+
+static bool popup_queue_room(struct popup_service *svc, struct popup_binding *b)
+{
+	return READ_ONCE(svc->dead) || !READ_ONCE(b->client) ||
+	       READ_ONCE(svc->nidle) ||
+	       READ_ONCE(svc->nqueued) < READ_ONCE(svc->pool.queue_limit);
+}
+
+static bool popup_ctx_settled(struct popup_ctx *ctx)
+{
+	int state = READ_ONCE(ctx->state);
+
+	return state == POPUP_CTX_DONE || state == POPUP_CTX_ABORTED;
+}
+
+static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
+				       const struct popup_method_k *m,
+				       const struct popup_call *call,
+				       bool oneway)
+{
+	struct popup_ctx *ctx;
+
+	ctx = kmem_cache_zalloc(popup_ctx_cache, GFP_KERNEL);
+	if (!ctx)
+		return NULL;
+	kref_init(&ctx->refs);			/* the service side */
+	if (!oneway)
+		kref_get(&ctx->refs);		/* the caller */
+	INIT_LIST_HEAD(&ctx->node);
+	init_waitqueue_head(&ctx->wq);
+	ctx->binding = b;
+	ctx->method = m;
+	ctx->slot = call->slot;
+	ctx->arg_len = call->arg_len;
+	ctx->flags = oneway ? POPUP_CTX_ONEWAY : 0;
+	ctx->prio = current->prio;
+	ctx->cpu = raw_smp_processor_id();
+	ctx->tgid = get_pid(task_tgid(current));
+	ctx->tid = get_pid(task_pid(current));
+	ctx->uid = current_euid();
+	ctx->gid = current_egid();
+	return ctx;
+}
+
+/* Give @ctx to waiter @w, or queue it; account the slot. */
+static void popup_call_start_locked(struct popup_service *svc,
+				    struct popup_ctx *ctx,
+				    struct popup_waiter *w)
+{
+	struct popup_binding *b = ctx->binding;
+
+	lockdep_assert_held(&svc->lock);
+	b->busy |= BIT_ULL(ctx->slot);
+	b->slot_ctx[ctx->slot] = ctx;
+	b->gen++;
+	ctx->id = ((u64)b->id << 32) | ((u64)(b->gen & 0x3ffffff) << 6) |
+		  ctx->slot;
+	b->active++;
+	if (ctx->flags & POPUP_CTX_ONEWAY)
+		b->oneway++;
+	svc->calls++;
+
+	if (w) {
+		list_del_init(&w->node);
+		svc->nidle--;
+		w->ctx = ctx;
+		w->kicked = true;
+		ctx->waiter = w;
+		ctx->state = POPUP_CTX_HANDED;
+		list_add_tail(&ctx->node, &svc->running);
+		popup_stat_inc(POPUP_STAT_HANDOFFS);
+		if (ctx->flags & POPUP_CTX_ONEWAY)
+			wake_up_interruptible(&w->wq);
+		else
+			wake_up_interruptible_sync(&w->wq);
+	} else {
+		ctx->state = POPUP_CTX_QUEUED;
+		popup_queue_insert_locked(svc, ctx);
+		svc->nqueued++;
+		popup_stat_inc(POPUP_STAT_QUEUED);
+	}
+	popup_pool_update_locked(svc);
+}
+
+int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
+{
+	const u32 known = POPUP_CALL_ONEWAY | POPUP_CALL_BLOCK;
+	const struct popup_method_k *m;
+	struct popup_service *svc;
+	struct popup_binding *b;
+	struct popup_waiter *w;
+	struct popup_ctx *ctx;
+	LIST_HEAD(puts);
+	bool oneway;
+	long left;
+	int ret;
+
+	if ((call->flags & ~known) || call->reserved0 || call->reserved[0] ||
+	    call->reserved[1])
+		return -EINVAL;
+	b = popup_binding_get(call->binding_id);
+	if (!b)
+		return -ENOENT;
+	svc = b->svc;
+	m = popup_method_find(svc, call->method);
+	ret = -EOPNOTSUPP;
+	if (!m)
+		goto out_put;
+	ret = -EINVAL;
+	if (call->slot >= b->nslots || call->arg_len > m->max_arg)
+		goto out_put;
+	oneway = (call->flags & POPUP_CALL_ONEWAY) ||
+		 (m->flags & POPUP_METHOD_ONEWAY);
+	ret = -ENOMEM;
+	ctx = popup_ctx_new(b, m, call, oneway);
+	if (!ctx)
+		goto out_put;
+
+	left = call->timeout_ms ? (long)msecs_to_jiffies(call->timeout_ms) :
+	       MAX_SCHEDULE_TIMEOUT;
+	spin_lock(&svc->lock);
+	for (;;) {
+		ret = popup_call_check_locked(proc, b, call, oneway);
+		if (ret)
+			break;
+		w = popup_pick_waiter_locked(svc, ctx->cpu);
+		if (w || svc->nqueued < svc->pool.queue_limit)
+			break;
+		popup_pool_update_locked(svc);
+		ret = -EAGAIN;
+		if (!(call->flags & POPUP_CALL_BLOCK))
+			break;
+		spin_unlock(&svc->lock);
+		left = wait_event_interruptible_timeout(svc->space_wq,
+							popup_queue_room(svc, b),
+							left);
+		spin_lock(&svc->lock);
+		if (left < 0) {
+			ret = -EINTR;
+			break;
+		}
+		if (!left) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (ret) {
+		spin_unlock(&svc->lock);
+		popup_ctx_release(&ctx->refs);	/* never published */
+		goto out_put;
+	}
+	popup_call_start_locked(svc, ctx, w);
+	spin_unlock(&svc->lock);
+	popup_stat_inc(POPUP_STAT_CALLS);
+
+	call->status = 0;
+	call->result_len = 0;
+	if (oneway) {
+		popup_stat_inc(POPUP_STAT_ONEWAY);
+		goto out_put;
+	}
+
+	left = wait_event_interruptible_timeout(ctx->wq, popup_ctx_settled(ctx),
+						left);
+	spin_lock(&svc->lock);
+	switch (ctx->state) {
+	case POPUP_CTX_DONE:
+		call->status = ctx->status;
+		call->result_len = ctx->result_len;
+		ret = 0;
+		break;
+	case POPUP_CTX_ABORTED:
+		ret = -ECONNRESET;
+		break;
+	case POPUP_CTX_QUEUED:
+	case POPUP_CTX_HANDED:
+		/* No handler saw it: take it back. */
+		svc->errors++;
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, &puts);
+		ret = left ? -EINTR : -ETIMEDOUT;
+		break;
+	default:
+		/* A handler runs it: abandon it; REPLY discards it. */
+		svc->errors++;
+		WRITE_ONCE(ctx->state, POPUP_CTX_CANCELLED);
+		ret = left ? -ECANCELED : -ETIME;
+		break;
+	}
+	spin_unlock(&svc->lock);
+	if (ret == -ETIMEDOUT || ret == -ETIME)
+		popup_stat_inc(POPUP_STAT_TIMEOUTS);
+	else if (ret)
+		popup_stat_inc(POPUP_STAT_CANCELS);
+	popup_binding_put_list(&puts);
+	popup_ctx_put(ctx);
+out_put:
+	popup_binding_put(b);
+	return ret;
+}
+
+/* Answer the context @r->ctx_id; see struct popup_reply. */
+int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
+{
+	u32 slot = r->ctx_id & (POPUP_MAX_SLOTS - 1);
+	struct popup_ctx *ctx = NULL;
+	struct popup_service *svc;
+	struct popup_binding *b;
+	LIST_HEAD(puts);
+	int ret;
+
+	if (r->flags || r->reserved0)
+		return -EINVAL;
+	b = popup_binding_get(r->ctx_id >> 32);
+	if (!b)
+		return -ENOENT;
+	svc = b->svc;
+	spin_lock(&svc->lock);
+	if (!svc->dead && svc->owner == proc && slot < b->nslots)
+		ctx = b->slot_ctx[slot];
+	if (!ctx || ctx->id != r->ctx_id ||
+	    (ctx->state != POPUP_CTX_ACTIVE &&
+	     ctx->state != POPUP_CTX_CANCELLED)) {
+		ret = -ENOENT;
+	} else if (r->result_len > ctx->method->max_res) {
+		ret = -EINVAL;
+	} else if (ctx->state == POPUP_CTX_CANCELLED) {
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_CANCELLED, &puts);
+		ret = -ECANCELED;
+	} else {
+		ctx->status = r->status;
+		ctx->result_len = r->result_len;
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
+		ret = 0;
+	}
+	spin_unlock(&svc->lock);
+	if (!ret)
+		popup_stat_inc(POPUP_STAT_REPLIES);
+	popup_binding_put_list(&puts);
+	popup_binding_put(b);
+	return ret;
+}
+
+/* Describe @ctx for the handler, in the handler's namespaces. */
+static void popup_ctx_fill_locked(struct popup_service *svc,
+				  struct popup_ctx *ctx,
+				  struct popup_context *c)
+{
+	struct pid_namespace *pns = task_active_pid_ns(current);
+	struct user_namespace *uns = current_user_ns();
+	struct popup_binding *b = ctx->binding;
+
+	lockdep_assert_held(&svc->lock);
+	c->ctx_id = ctx->id;
+	c->service_id = svc->id;
+	c->method = ctx->method->id;
+	c->binding_id = b->id;
+	c->slot = ctx->slot;
+	c->arg_len = ctx->arg_len;
+	c->flags = ctx->flags | (b->server_maps ? 0 : POPUP_CTX_MAP);
+	c->max_res = ctx->method->max_res;
+	c->slot_offset = (u64)ctx->slot * svc->slot_size;
+	c->map_offset = (u64)b->id << PAGE_SHIFT;
+	c->map_size = b->map_size;
+	c->pid = pid_nr_ns(ctx->tgid, pns);
+	c->tid = pid_nr_ns(ctx->tid, pns);
+	c->uid = from_kuid_munged(uns, ctx->uid);
+	c->gid = from_kgid_munged(uns, ctx->gid);
+	c->priority = ctx->prio;
+	c->cpu = ctx->cpu;
+}
+
+/* @ctx, QUEUED or HANDED, goes to the calling handler thread. */
+static void popup_ctx_deliver_locked(struct popup_service *svc,
+				     struct popup_ctx *ctx,
+				     struct popup_wait *w)
+{
+	lockdep_assert_held(&svc->lock);
+	if (ctx->state == POPUP_CTX_QUEUED) {
+		svc->nqueued--;
+		wake_up_interruptible(&svc->space_wq);
+		list_move_tail(&ctx->node, &svc->running);
+	}
+	if (ctx->waiter) {
+		ctx->waiter->ctx = NULL;
+		ctx->waiter = NULL;
+	}
+	ctx->state = POPUP_CTX_ACTIVE;
+	w->kind = POPUP_WAIT_KIND_CALL;
+	popup_ctx_fill_locked(svc, ctx, &w->ctx);
+}
+
+static long popup_idle_timeout(struct popup_service *svc, bool pool)
+{
+	if (!pool || !svc->pool.idle_timeout_ms)
+		return MAX_SCHEDULE_TIMEOUT;
+	return msecs_to_jiffies(svc->pool.idle_timeout_ms);
+}
+
+int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
+		     bool reply)
+{
+	const u32 known = POPUP_WAIT_NEW | POPUP_WAIT_POOL |
+			  POPUP_WAIT_CONTROL | POPUP_WAIT_NONBLOCK;
+	const struct popup_reply *r = &w->reply;
+	struct popup_service *svc;
+	struct popup_waiter wt;
+	bool control, pool, timed_out = false;
+	LIST_HEAD(puts);
+	int ret;
+
+	if ((w->flags & ~known) || w->reserved[0] || w->reserved[1])
+		return -EINVAL;
+	control = w->flags & POPUP_WAIT_CONTROL;
+	pool = w->flags & (POPUP_WAIT_NEW | POPUP_WAIT_POOL);
+	if (control && pool)
+		return -EINVAL;
+	if (!reply && (r->ctx_id || r->status || r->result_len || r->flags ||
+		       r->reserved0))
+		return -EINVAL;
+	svc = popup_service_get_owned(proc, w->service_id);
+	if (IS_ERR(svc))
+		return PTR_ERR(svc);
+
+	w->reply_result = 0;
+	if (reply) {
+		ret = popup_ioctl_reply(proc, r);
+		if (ret == -ECANCELED)
+			w->reply_result = ret;
+		else if (ret)
+			goto out_put;
+	}
+	w->kind = 0;
+	w->spawn = 0;
+	memset(&w->ctx, 0, sizeof(w->ctx));
+
+	memset(&wt, 0, sizeof(wt));
+	INIT_LIST_HEAD(&wt.node);
+	init_waitqueue_head(&wt.wq);
+	wt.files = current->files;
+	wt.cpu = raw_smp_processor_id();
+	wt.flags = w->flags;
+
+	spin_lock(&svc->lock);
+	if (svc->dead) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (w->flags & POPUP_WAIT_NEW) {
+		if (svc->spawn_exp)
+			svc->spawn_exp--;
+		/* max_threads is a hard cap, whoever started the thread. */
+		if (svc->nthreads >= svc->pool.max_threads) {
+			w->kind = POPUP_WAIT_KIND_RETIRE;
+			popup_stat_inc(POPUP_STAT_RETIRES);
+			ret = 0;
+			goto out_unlock;
+		}
+		svc->nthreads++;
+	}
+	for (;;) {
+		bool notices = control || list_empty(&svc->control);
+		long left, tmo;
+
+		ret = 0;
+		if (wt.ctx) {
+			popup_ctx_deliver_locked(svc, wt.ctx, w);
+			break;
+		}
+		ret = -ENOENT;
+		if (svc->dead)
+			break;
+		ret = -EBADF;
+		if (wt.closed)
+			break;
+		ret = 0;
+		if (notices && !list_empty(&svc->notices)) {
+			struct popup_binding *b;
+
+			b = list_first_entry(&svc->notices,
+					     struct popup_binding, notice_node);
+			b->noticed = false;
+			list_move_tail(&b->notice_node, &puts);
+			w->kind = POPUP_WAIT_KIND_UNMAP;
+			w->ctx.binding_id = b->id;
+			w->ctx.map_offset = (u64)b->id << PAGE_SHIFT;
+			w->ctx.map_size = b->map_size;
+			popup_stat_inc(POPUP_STAT_UNMAPS);
+			break;
+		}
+		if (!control && !list_empty(&svc->queue)) {
+			popup_ctx_deliver_locked(svc,
+						 list_first_entry(&svc->queue,
+								  struct popup_ctx,
+								  node), w);
+			popup_pool_update_locked(svc);
+			break;
+		}
+		if (notices && svc->spawn_req) {
+			w->kind = POPUP_WAIT_KIND_SPAWN;
+			break;
+		}
+		if (pool && (svc->nidle >= svc->pool.max_idle ||
+			     (timed_out && svc->nidle >= svc->pool.min_idle))) {
+			w->kind = POPUP_WAIT_KIND_RETIRE;
+			if (svc->nthreads)
+				svc->nthreads--;
+			popup_stat_inc(POPUP_STAT_RETIRES);
+			popup_pool_update_locked(svc);
+			break;
+		}
+		ret = -EAGAIN;
+		if (w->flags & POPUP_WAIT_NONBLOCK)
+			break;
+
+		tmo = popup_idle_timeout(svc, pool);
+		wt.kicked = false;
+		if (control) {
+			list_add(&wt.node, &svc->control);
+		} else {
+			list_add(&wt.node, &svc->idle);
+			svc->nidle++;
+		}
+		spin_unlock(&svc->lock);
+		left = wait_event_interruptible_timeout(wt.wq,
+							READ_ONCE(wt.kicked),
+							tmo);
+		spin_lock(&svc->lock);
+		if (!list_empty(&wt.node)) {
+			list_del_init(&wt.node);
+			if (!control)
+				svc->nidle--;
+		}
+		timed_out = !left;
+		if (wt.ctx)
+			continue;
+		ret = -EINTR;
+		if (left < 0)
+			break;
+	}
+	if (!ret && w->kind != POPUP_WAIT_KIND_RETIRE &&
+	    (control || list_empty(&svc->control))) {
+		w->spawn = svc->spawn_req;
+		svc->spawn_req = 0;
+	}
+out_unlock:
+	spin_unlock(&svc->lock);
+	popup_binding_put_list(&puts);
+out_put:
+	popup_service_put(svc);
+	return ret;
+}
+
+int popup_ioctl_thread_exit(struct popup_proc *proc,
+			    const struct popup_target *t)
+{
+	struct popup_service *svc;
+	int ret = 0;
+
+	if (t->flags || t->reserved)
+		return -EINVAL;
+	svc = popup_service_get_owned(proc, t->id);
+	if (IS_ERR(svc))
+		return PTR_ERR(svc);
+	spin_lock(&svc->lock);
+	if (svc->dead) {
+		ret = -ENOENT;
+	} else if (!svc->nthreads) {
+		ret = -EINVAL;
+	} else {
+		svc->nthreads--;
+		popup_pool_update_locked(svc);
+	}
+	spin_unlock(&svc->lock);
+	popup_service_put(svc);
+	return ret;
+}
