@@ -24,6 +24,8 @@ while [ $# -gt 0 ]; do
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
+dir=$(cd "$dir" && pwd)
+export POPUP_TEST_DIR=$dir	# shell tests run the C programs from here
 export POPUP_TOP=$(cd "$here/.." && pwd)
 export POPUP_BUILD=${POPUP_BUILD:-$POPUP_TOP/build}
 pass=0 fail=0 skip=0 n=0
