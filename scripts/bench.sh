@@ -1,90 +1,311 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make bench`: measure popupd side by side with its alternatives in one run
-# and write a Markdown report to build/bench/out/summary.md.
+# `make bench`: measure popup side by side with what a user would pick
+# instead, in one run on one machine, and write build/bench/out/summary.md
+# (tables, ratios to popupd) plus PNG plots made with gnuplot.
 #
-# What this version compares (network, native protocol, echo, loopback):
-#   popupd with BPF CPU steering   vs   popupd --no-bpf (the kernel's own
-#   SO_REUSEPORT hash), TCP and UDP, clients pinned one per CPU, reporting
-#   throughput, latency percentiles, per-CPU share, locality and balance.
-# Machine, kernel and whether it runs under emulation head the report: on
-# these machines absolute figures are noisy, ratios measured in the same
-# run are what to read. QUICK=1 shortens every run.
-set -euo pipefail
+#   1. HTTP, tiny keep-alive POST driven by wrk: popupd's HTTP port vs nginx
+#      (reuseport, one worker per CPU, `return 200`) vs popup-epoll-server
+#      (one shared listener, one epoll loop per thread)
+#   2. native protocol, TCP and UDP, driven by popup-bench: popupd vs
+#      popup-epoll-server; UDP also vs popup-udp-floor (recvmmsg/sendmmsg)
+#   3. balance and locality: per-CPU share, max/min, locality for popupd's
+#      BPF cpu steering, popupd --no-bpf (kernel reuseport hash) and the
+#      shared listener, clients pinned one per CPU
+#   4. local null calls: libpopup (user backend) vs Unix socket vs pipe vs
+#      futex here; the same plus popup.ko (kernel backend) in the QEMU guest
+#      (scripts/vm), same-CPU and cross-CPU
+#   5. pop-up elasticity: burst of blocking calls, back to the minimum after
+#      the idle timeout, spawns per second in steady state
+#
+# Every server gets the same CPUs ($BENCH_CPUS, default: all online); the
+# load generators run on the same machine (there is no second one), on the
+# same CPUs. Absolute figures are noisy here; read the ratios.
+#
+# Environment: QUICK=1 (short runs), BENCH_CPUS=LIST, BENCH_SECONDS=N,
+# BENCH_NO_VM=1 (skip the guest), POPUP_BUILD (build folder).
+# Ports: 7300-7399 on 127.0.0.1.
+set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${POPUP_BUILD:-$top/build}
 bin=$build/bin
 out=$build/bench/out
-mkdir -p "$out"
-secs=${POPUP_BENCH_SECONDS:-10}
-[ "${QUICK:-0}" = 1 ] && secs=3
-port=${POPUP_BENCH_PORT:-7171}
-report=$out/summary.md
-pid=
+raw=$out/raw
+helpers=$top/scripts/bench
+t_begin=$(date +%s)
 
-cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" || true; }
+quick=${QUICK:-0}
+if [ "$quick" = 1 ]; then
+	secs=${BENCH_SECONDS:-2}; warm=0.5; iters=20000; vm_iters=300
+	elastic="--burst 8 --hold-ms 200 --idle-timeout-ms 300 --steady 1"
+else
+	secs=${BENCH_SECONDS:-10}; warm=2; iters=200000; vm_iters=2000
+	elastic="--burst 32 --hold-ms 500 --idle-timeout-ms 1000 --steady 5"
+fi
+ncpu=$(nproc)
+cpus=${BENCH_CPUS:-0-$((ncpu - 1))}
+nbench=$(python3 -c "
+import sys
+n=0
+for r in '$cpus'.split(','):
+    a,_,b=r.partition('-'); n+=int(b or a)-int(a)+1
+print(n)")
+conns=8			# popup-bench connections (flows) per pinned client
+wrk_conns=$((nbench * 16))
+body=64
+
+P_POPUPD=7310 P_POPUPD_HTTP=7311 P_EPOLL=7320 P_EPOLL_HTTP=7321
+P_FLOOR=7330 P_NGINX=7340
+
+rm -rf "$raw"
+rm -f "$out"/*.json "$out"/*.png "$out"/*.gp "$out"/*.dat "$out"/summary.md
+mkdir -p "$raw" "$out"
+pids=()
+cleanup()
+{
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	pids=()
+	rm -rf "/sys/fs/bpf/popup-bench-$$" 2>/dev/null
+}
 trap cleanup EXIT
 
-virt=$(systemd-detect-virt 2>/dev/null || true)
-[ -n "$virt" ] || virt=$(grep -q hypervisor /proc/cpuinfo && echo "a hypervisor (cpuinfo flag)" || echo none)
+log() { echo "bench: $*" >&2; }
 
-start_popupd()
+# wait_port PORT [udp]: until something listens there (5 s)
+wait_port()
 {
-	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-	"$bin/popupd" --port "$port" --stats "$out/popupd.stats" --log-level warn "$@" &
-	pid=$!
-	for _ in $(seq 100); do [ -e "$out/popupd.stats" ] && break; sleep 0.05; done
+	local flag=-ltn
+	[ "${2:-}" = udp ] && flag=-lun
+	for _ in $(seq 100); do
+		ss -H $flag "sport = :$1" 2>/dev/null | grep -q . && return 0
+		sleep 0.05
+	done
+	return 1
 }
 
-stop_popupd()
+# fail NAME REASON: mark a row as not measured (the report says so)
+fail() { echo "$2" >"$raw/$1.fail"; log "$1: $2"; }
+
+# stop_server: TERM the last started server and wait for it
+stop_server()
 {
-	kill -TERM "$pid"; wait "$pid" || true; pid=
+	local p=${pids[-1]}
+	kill -TERM "$p" 2>/dev/null
+	wait "$p" 2>/dev/null
+	unset 'pids[-1]'
 }
 
-# run NAME PROTO [popupd args]: one measurement, appended as a table row.
-run()
+# ---- servers ---------------------------------------------------------------
+
+start_popupd()	# NAME [popupd args]
 {
-	local name=$1 proto=$2
-	shift 2
-	start_popupd "$@"
-	"$bin/popup-bench" "$proto" --connect 127.0.0.1:$port --cpus all \
-		--duration "$secs" --json >"$out/$name-$proto.json"
-	"$bin/popupctl" stats --stats "$out/popupd.stats" --json >"$out/$name-$proto.stats.json"
-	stop_popupd
-	python3 - "$name" "$proto" "$out/$name-$proto.json" "$out/$name-$proto.stats.json" >>"$report" <<'PY'
-import json, sys
-name, proto, b, s = sys.argv[1:5]
-b = json.load(open(b)); s = json.load(open(s))
-loc = [c["locality"] for c in s["cpus"] if c.get("locality") is not None]
-shares = " / ".join("%.1f" % (100 * c["share"]) for c in s["cpus"])
-bal = "inf" if s["balance"] is None else "%.3f" % s["balance"]
-print("| %s | %s | %.0f | %.1f | %.1f | %.1f | %s | %s | %s | %d |" % (
-    name, proto, b["rps"], b["p50_us"], b["p99_us"], b["p999_us"], shares,
-    "%.1f %%" % (100 * min(loc)) if loc else "-", bal, b["errors"] + b["timeouts"]))
+	local name=$1
+	shift
+	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+	rm -f "$raw/$name.stats"
+	"$bin/popupd" --port $P_POPUPD --http-port $P_POPUPD_HTTP --cpus "$cpus" \
+		--stats "$raw/$name.stats" --pin-dir "/sys/fs/bpf/popup-bench-$$" \
+		--log-level warn "$@" >"$raw/$name.log" 2>&1 &
+	pids+=($!)
+	if ! wait_port $P_POPUPD || ! wait_port $P_POPUPD_HTTP; then
+		fail "$name" "popupd did not start: $(tail -n 3 "$raw/$name.log" | tr '\n' ' ')"
+		stop_server
+		return 1
+	fi
+	for _ in $(seq 100); do [ -e "$raw/$name.stats" ] && break; sleep 0.05; done
+}
+
+start_epoll()	# NAME
+{
+	"$bin/popup-epoll-server" --port $P_EPOLL --http-port $P_EPOLL_HTTP --cpus "$cpus" \
+		--stats-out "$raw/$1.stats.json" >"$raw/$1.log" 2>&1 &
+	pids+=($!)
+	wait_port $P_EPOLL || { fail "$1" "popup-epoll-server did not start: $(tail -n 3 "$raw/$1.log")"; stop_server; return 1; }
+}
+
+start_floor()	# NAME
+{
+	"$bin/popup-udp-floor" --port $P_FLOOR --cpus "$cpus" \
+		--stats-out "$raw/$1.stats.json" >"$raw/$1.log" 2>&1 &
+	pids+=($!)
+	wait_port $P_FLOOR udp || { fail "$1" "popup-udp-floor did not start: $(tail -n 3 "$raw/$1.log")"; stop_server; return 1; }
+}
+
+start_nginx()	# NAME
+{
+	local prefix=$raw/nginx aff="" c
+	command -v nginx >/dev/null || { fail "$1" "nginx is not installed (scripts/deps.sh)"; return 1; }
+	mkdir -p "$prefix"
+	# worker_cpu_affinity: one bitmask per worker, one worker per bench CPU
+	for c in $(python3 -c "
+r=[]
+for p in '$cpus'.split(','):
+    a,_,b=p.partition('-'); r+=range(int(a),int(b or a)+1)
+print(' '.join(map(str,r)))"); do
+		aff+=" $(python3 -c "print(bin(1<<$c)[2:])")"
+	done
+	sed -e "s|@WORKERS@|$nbench|" -e "s|@AFFINITY@|${aff# }|" -e "s|@PREFIX@|$prefix|g" \
+	    -e "s|@PORT@|$P_NGINX|" -e "s|@BODY@|$(printf 'x%.0s' $(seq $body))|" \
+	    "$helpers/nginx.conf.in" >"$prefix/nginx.conf"
+	nginx -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" >"$raw/$1.log" 2>&1 &
+	pids+=($!)
+	wait_port $P_NGINX || { fail "$1" "nginx did not start: $(tail -n 3 "$prefix/error.log" "$raw/$1.log" | tr '\n' ' ')"; stop_server; return 1; }
+}
+
+# ---- load ------------------------------------------------------------------
+
+# wrk_run NAME URL: HTTP load, results in NAME.wrk (percentiles + summary)
+wrk_run()
+{
+	WRK_OUT=$raw/$1.wrk WRK_BODY=$body wrk -t "$nbench" -c "$wrk_conns" -d "${secs}s" \
+		--latency -s "$helpers/wrk-post.lua" "$2" >"$raw/$1.wrk.txt" 2>&1 ||
+		fail "$1" "wrk failed: $(tail -n 2 "$raw/$1.wrk.txt" | tr '\n' ' ')"
+	# a run that got only errors is no measurement
+	if grep -q 'Non-2xx' "$raw/$1.wrk.txt"; then
+		fail "$1" "$(grep 'Non-2xx' "$raw/$1.wrk.txt" | sed 's/^ *//')"
+	fi
+}
+
+# pb_run NAME PROTO PORT: popup-bench, one client pinned per CPU
+pb_run()
+{
+	"$bin/popup-bench" "$2" --connect 127.0.0.1:"$3" --cpus "$cpus" --conns $conns \
+		--duration "$secs" --warmup "$warm" --size $body --json \
+		--hist "$raw/$1.hist" >"$raw/$1.json" 2>"$raw/$1.err" ||
+		echo "popup-bench exit $?: $(head -c 300 "$raw/$1.err" | tr '\n' ' ')" >"$raw/$1.warn"
+}
+
+popupd_stats()	# NAME: popupctl's view of the run
+{
+	"$bin/popupctl" stats --stats "$raw/$1.stats" --json >"$raw/$1.stats.json" 2>>"$raw/$1.err" ||
+		rm -f "$raw/$1.stats.json"
+}
+
+# ---- 1. HTTP ---------------------------------------------------------------
+log "HTTP: popupd, nginx, epoll server (${secs}s each)"
+if start_popupd http-popupd; then
+	wrk_run http-popupd "http://127.0.0.1:$P_POPUPD_HTTP/echo/echo"
+	popupd_stats http-popupd
+	stop_server
+fi
+if start_nginx http-nginx; then
+	wrk_run http-nginx "http://127.0.0.1:$P_NGINX/echo/echo"
+	stop_server
+fi
+if start_epoll http-epoll; then
+	wrk_run http-epoll "http://127.0.0.1:$P_EPOLL_HTTP/echo/echo"
+	stop_server
+fi
+
+# ---- 2 + 3. native protocol, balance and locality -------------------------
+log "native protocol: TCP and UDP (${secs}s each)"
+for proto in tcp udp; do
+	if start_popupd "$proto-popupd-bpf"; then
+		pb_run "$proto-popupd-bpf" $proto $P_POPUPD
+		popupd_stats "$proto-popupd-bpf"
+		stop_server
+	fi
+	if start_popupd "$proto-popupd-hash" --no-bpf; then
+		pb_run "$proto-popupd-hash" $proto $P_POPUPD
+		popupd_stats "$proto-popupd-hash"
+		stop_server
+	fi
+	if start_epoll "$proto-epoll"; then
+		pb_run "$proto-epoll" $proto $P_EPOLL
+		stop_server
+	fi
+done
+if start_floor udp-floor; then
+	pb_run udp-floor udp $P_FLOOR
+	stop_server
+fi
+
+# ---- 4 + 5. local calls and elasticity, here -------------------------------
+log "local null calls here ($iters calls each)"
+first=${cpus%%[-,]*}
+second=$(python3 -c "
+r=[]
+for p in '$cpus'.split(','):
+    a,_,b=p.partition('-'); r+=range(int(a),int(b or a)+1)
+print(r[1] if len(r)>1 else r[0])")
+for tag in same cross; do
+	pin=$first,$first
+	[ $tag = cross ] && pin=$first,$second
+	for m in popup-user unix pipe futex; do
+		args=(--mode ${m%-user})
+		[ $m = popup-user ] && args+=(--backend user)
+		"$bin/popup-bench" local "${args[@]}" --cpus $pin --iters $iters --json \
+			--hist "$raw/host-$m-$tag.cdf" >"$raw/host-$m-$tag.json" 2>"$raw/host-$m-$tag.err" ||
+			fail "host-$m-$tag" "popup-bench local failed: $(head -c 200 "$raw/host-$m-$tag.err")"
+	done
+done
+log "pop-up elasticity here (user backend)"
+"$bin/popup-bench" elastic --backend user $elastic --json >"$raw/host-elastic-user.json" \
+	2>"$raw/host-elastic-user.err" || fail host-elastic-user "$(head -c 200 "$raw/host-elastic-user.err")"
+if [ -e /dev/popup ]; then
+	"$bin/popup-bench" elastic --backend kernel $elastic --json >"$raw/host-elastic-kernel.json" \
+		2>"$raw/host-elastic-kernel.err" || fail host-elastic-kernel "$(head -c 200 "$raw/host-elastic-kernel.err")"
+fi
+
+# ---- 4 + 5 in the guest: popup.ko ------------------------------------------
+if [ "${BENCH_NO_VM:-0}" = 1 ]; then
+	echo "skipped (BENCH_NO_VM=1)" >"$raw/vm.fail"
+elif [ ! -e "$top/kmod/popup.ko" ]; then
+	echo "kmod/popup.ko is not built" >"$raw/vm.fail"
+else
+	log "local calls and elasticity in the QEMU guest ($vm_iters calls each; slow under TCG)"
+	(cd "$top" && POPUP_BUILD=$build scripts/vm --smp 2 --timeout 900 -- \
+		scripts/bench/vm-local.sh "$bin" "$vm_iters" $elastic) >"$raw/vm.log" 2>&1
+	rc=$?
+	python3 - "$raw" <<'PY'
+import os, sys, re
+raw = sys.argv[1]
+hists = {}
+with open(os.path.join(raw, "vm.log"), errors="replace") as f:
+    for line in f:
+        line = line.rstrip("\r\n")
+        i = line.find("@@BENCH ")
+        if i < 0:
+            continue
+        kind, _, rest = line[i + 8:].partition(" ")
+        if kind == "json":
+            name, _, js = rest.partition(" ")
+            open(os.path.join(raw, name + ".json"), "w").write(js + "\n")
+        elif kind == "hist":
+            name, _, h = rest.partition(" ")
+            hists.setdefault(name, []).append(h)
+        elif kind == "note":
+            open(os.path.join(raw, "vm.notes"), "a").write(rest + "\n")
+for name, lines in hists.items():
+    open(os.path.join(raw, name + ".cdf"), "w").write("\n".join(lines) + "\n")
 PY
-}
+	[ -e "$raw/vm.notes" ] || echo "the guest reported nothing (scripts/vm exit $rc; see raw/vm.log)" >"$raw/vm.fail"
+	grep -q 'accel\|kvm' "$raw/vm.log" 2>/dev/null || true
+fi
 
-{
-	echo "# popup benchmark report"
-	echo
-	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) online CPUs"
-	echo "- kernel: $(uname -r)"
-	echo "- virtualisation: $virt"
-	echo "- run length: ${secs}s per row, one closed-loop client pinned per CPU, 64-byte echo"
-	echo
-	echo "## Native protocol over loopback: BPF CPU steering vs the kernel's reuseport hash"
-	echo
-	echo "| system | proto | req/s | p50 us | p99 us | p99.9 us | per-CPU share % | min locality | balance max/min | errors |"
-	echo "|---|---|---|---|---|---|---|---|---|---|"
-} >"$report"
-
-run popupd-bpf tcp
-run popupd-bpf udp
-run popupd-hash tcp --no-bpf
-run popupd-hash udp --no-bpf
-
-cat "$report"
+# ---- report ----------------------------------------------------------------
+virt=$(systemd-detect-virt 2>/dev/null || true)
+[ -n "$virt" ] || virt=$(grep -q ' hypervisor' /proc/cpuinfo && echo "yes (hypervisor flag in cpuinfo)" || echo none)
+vm_accel=$(sed -n 's/.*accel[= ]\([a-z]*\).*/\1/p' "$raw/vm.log" 2>/dev/null | head -n1)
+cat >"$raw/machine.json" <<EOF
+{"date":"$(date -u '+%Y-%m-%d %H:%M UTC')",
+ "cpu":"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')",
+ "ncpu":$ncpu, "cpus":"$cpus", "nbench":$nbench,
+ "kernel":"$(uname -r)", "virt":"$virt",
+ "mitigations":"$(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null)",
+ "quick":$quick, "secs":$secs, "warmup":$warm, "iters":$iters, "vm_iters":$vm_iters,
+ "conns":$conns, "wrk_conns":$wrk_conns, "body":$body,
+ "wrk":"$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')", "nginx":"$(nginx -v 2>&1 | cut -d/ -f2)",
+ "elastic":"$elastic", "elapsed":$(( $(date +%s) - t_begin ))}
+EOF
+python3 "$helpers/report.py" "$raw" "$out" || { log "report generation failed"; exit 1; }
+if command -v gnuplot >/dev/null; then
+	for g in "$out"/*.gp; do
+		[ -e "$g" ] && (cd "$out" && gnuplot "$g" 2>>"$raw/gnuplot.err")
+	done
+fi
+cat "$out/summary.md"
 echo
-echo "bench: report written to $report"
+log "report written to $out/summary.md (raw results in $raw) in $(( $(date +%s) - t_begin )) s"

@@ -44,7 +44,8 @@ native=$(make -s -C tests print-native)
 vmtests=$(make -s -C tests print-vm)
 
 suite "native" tests/run.sh --dir "$O/tests" $native
-suite "native, ASan/UBSan" tests/run.sh --dir "$O/san/tests" $native
+suite "native, ASan/UBSan" env POPUP_BIN="$O/san/bin" \
+	tests/run.sh --dir "$O/san/tests" $(make -s -C tests print-san)
 suite "vm: module tests" scripts/vm --smp "${POPUP_VM_SMP:-4}" -- \
 	tests/run.sh --vm --dir "$O/tests" $vmtests
 suite "vm: native tests on the guest kernel" scripts/vm -- \

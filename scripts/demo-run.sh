@@ -18,13 +18,28 @@ pid=
 loaded=
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# stop_popupd: SIGTERM, then wait at most 20 s for a clean exit.
+stop_popupd()
+{
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -KILL "$pid"
+		wait "$pid" 2>/dev/null
+		pid=
+		return 1
+	fi
+	wait "$pid"
+}
 die() { echo "demo: $*" >&2; exit 1; }
 
 cleanup()
 {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"; wait "$pid" || true
-	fi
+	[ -z "$pid" ] || stop_popupd || true
 	if [ -n "$loaded" ] && grep -q '^popup ' /proc/modules; then
 		rmmod popup || true
 	fi
@@ -75,9 +90,10 @@ idle=$(grep -o '"requests":0,' <<<"$json" | wc -l)
 [ "$idle" -eq 0 ] || die "$idle worker(s) served no request"
 
 step "stop popupd (SIGTERM) and unload"
-kill -TERM "$pid"
-wait "$pid" || die "popupd exited with status $?"
+rc=0
+stop_popupd || rc=$?
 pid=
+[ $rc -eq 0 ] || die "popupd did not stop cleanly within 20 s of SIGTERM (status $rc)"
 [ ! -e $pin/steer_stats ] || die "popupd left its pins behind"
 if [ -n "$loaded" ]; then
 	rmmod popup

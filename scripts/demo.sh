@@ -12,4 +12,4 @@ if [ -e /proc/modules ] && [ -d "/lib/modules/$(uname -r)/build" ]; then
 	exec "$top/scripts/demo-run.sh"
 fi
 echo "demo: this kernel ($(uname -r)) cannot load modules; running in the VM"
-exec "$top/scripts/vm" -- "$top/scripts/demo-run.sh"
+exec "$top/scripts/vm" --timeout 300 -- "$top/scripts/demo-run.sh"

@@ -11,7 +11,7 @@ linux-headers-amd64 linux-image-amd64 linux-source-6.1 xz-utils
 qemu-system-x86 busybox-static iproute2 cpio kmod
 libhttp-parser-dev libinih-dev
 socat curl wrk nginx-light gnuplot-nox strace procps util-linux sparse
-libclang-rt-14-dev"
+libclang-rt-14-dev python3"
 
 missing=""
 for p in $PKGS; do

@@ -5,6 +5,8 @@
  *   popup-bench tcp|udp [--connect HOST:PORT] [--cpus LIST|spread]
  *                       [--conns N] [--duration SEC] [--warmup SEC]
  *                       [--size BYTES] [--service ID] [--method ID] [--json]
+ *                       [--hist FILE]
+ *   popup-bench local ...   (null-call round trips; see local.c)
  *
  * Closed loop: each client thread is pinned to one CPU of the list (so the
  * kernel receives its requests there and the steering program should hand
@@ -31,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cpus.h"
 #include "popup/wire.h"
 
@@ -52,6 +55,7 @@ struct opts {
 	double duration, warmup;
 	uint32_t size, service;
 	uint16_t method;
+	const char *hist;	/* dump the latency histogram here */
 };
 
 struct client {
@@ -111,6 +115,27 @@ static uint64_t hist_pct(const struct hist *h, double p)
 			return hist_val(i);
 	}
 	return 0;
+}
+
+/* "upper_bound_us count cumulative_fraction" per non-empty bucket. */
+static int hist_dump(const struct hist *h, const char *path)
+{
+	FILE *f = fopen(path, "w");
+	uint64_t seen = 0;
+
+	if (!f) {
+		fprintf(stderr, "popup-bench: %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	fprintf(f, "# latency_us count cdf\n");
+	for (unsigned int i = 0; i < HIST_BUCKETS; i++) {
+		if (!h->b[i])
+			continue;
+		seen += h->b[i];
+		fprintf(f, "%.3f %llu %.6f\n", hist_val(i + 1) / 1e3,
+			(unsigned long long)h->b[i], (double)seen / h->n);
+	}
+	return fclose(f) ? -errno : 0;
 }
 
 static int io_wait(int fd, short ev)
@@ -249,12 +274,12 @@ static void *client_main(void *arg)
 	while (phase < 2) {
 		for (unsigned int i = 0; i < o->conns && phase < 2; i++) {
 			uint64_t t0 = now_ns();
-			int err;
+			int err, ph = phase;	/* counted if it started while measuring */
 
 			if (fds[i] < 0)
 				continue;
 			err = exchange(fds[i], o, ++id, req, rep);
-			if (phase != 1)
+			if (ph != 1 || (!err && phase != 1))
 				continue;
 			if (!err) {
 				c->ok++;
@@ -319,6 +344,8 @@ static void report(const struct opts *o, struct client *cl, unsigned int n)
 		errs += cl[i].errors;
 		tmo += cl[i].timeouts;
 	}
+	if (o->hist)
+		hist_dump(&all, o->hist);
 	if (o->json) {
 		printf("{\"proto\":\"%s\",\"clients\":%u,\"conns\":%u,\"size\":%u,"
 		       "\"duration\":%.3f,\"requests\":%llu,\"errors\":%llu,\"timeouts\":%llu,"
@@ -360,6 +387,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "service", required_argument, NULL, 'S' },
 		{ "method", required_argument, NULL, 'm' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "hist", required_argument, NULL, 'H' },
 		{}
 	};
 	static char hostbuf[256];
@@ -367,7 +395,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	int c;
 
 	if (argc < 2 || (strcmp(argv[1], "tcp") && strcmp(argv[1], "udp"))) {
-		fprintf(stderr, "popup-bench: first argument must be tcp or udp; see the header of userspace/bench/net.c\n");
+		fprintf(stderr, "popup-bench: first argument must be tcp, udp, local or elastic; see the header of userspace/bench/net.c\n");
 		return -EINVAL;
 	}
 	o->udp = !strcmp(argv[1], "udp");
@@ -418,6 +446,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'j':
 			o->json = true;
 			break;
+		case 'H':
+			o->hist = optarg;
+			break;
 		default:
 			return -EINVAL;
 		}
@@ -438,6 +469,10 @@ int main(int argc, char **argv)
 	unsigned int n = 0, ncpu;
 	uint64_t errs = 0;
 
+	if (argc > 1 && !strcmp(argv[1], "local"))
+		return local_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "elastic"))
+		return elastic_main(argc - 1, argv + 1);
 	cpus_online(&o.cpus);
 	if (parse(argc, argv, &o) || resolve(&o))
 		return EXIT_USAGE;

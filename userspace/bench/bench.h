@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* popup-bench: entry points of the sub-benchmarks (net.c dispatches). */
+#ifndef POPUP_BENCH_H
+#define POPUP_BENCH_H
+
+int local_main(int argc, char **argv);	/* local.c: popup-bench local ... */
+int elastic_main(int argc, char **argv);	/* local.c: popup-bench elastic ... */
+
+#endif /* POPUP_BENCH_H */
