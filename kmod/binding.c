@@ -111,12 +111,12 @@ void popup_binding_drop(struct popup_binding *b)
 	struct popup_service *svc = b->svc;
 	LIST_HEAD(puts);
 
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	if (b->client) {
 		b->client = NULL;
 		popup_binding_active_put_locked(b, &puts);
 	}
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	popup_binding_put_list(&puts);
 }
 
@@ -133,6 +133,56 @@ static int popup_binding_alloc_pages(struct popup_binding *b)
 			return -ENOMEM;
 	}
 	return 0;
+}
+
+/*
+ * A new binding of @svc with @nslots slots of @slot_size bytes (a multiple
+ * of the page size), its pages allocated, one reference and one @active
+ * count, not yet published: popup_binding_publish() gives it its id. The
+ * binding takes over the caller's reference to @svc, also on failure.
+ */
+struct popup_binding *popup_binding_alloc(struct popup_service *svc,
+					  u32 nslots, u32 slot_size)
+{
+	struct popup_binding *b;
+	size_t map_size;
+
+	if (check_mul_overflow((size_t)nslots, (size_t)slot_size, &map_size) ||
+	    map_size > POPUP_MAX_MAPPED) {
+		popup_service_put(svc);
+		return ERR_PTR(-ENOSPC);
+	}
+	b = kzalloc(sizeof(*b), GFP_KERNEL_ACCOUNT);
+	if (!b) {
+		popup_service_put(svc);
+		return ERR_PTR(-ENOMEM);
+	}
+	kref_init(&b->refs);
+	b->svc = svc;			/* the reference moves to b */
+	b->nslots = nslots;
+	b->slot_size = slot_size;
+	b->map_size = map_size;
+	b->npages = map_size >> PAGE_SHIFT;
+	b->active = 1;
+	INIT_LIST_HEAD(&b->proc_node);
+	INIT_LIST_HEAD(&b->notice_node);
+	if (popup_binding_alloc_pages(b)) {
+		/* b->id is 0: xa_erase of index 0 is a no-op for ALLOC1. */
+		popup_binding_put(b);
+		return ERR_PTR(-ENOMEM);
+	}
+	return b;
+}
+
+/* Give @b its id: from now on it can be found and mapped. */
+int popup_binding_publish(struct popup_binding *b)
+{
+	int ret;
+
+	ret = xa_alloc_cyclic(&popup_binding_xa, &b->id, b,
+			      XA_LIMIT(1, INT_MAX), &popup_binding_next,
+			      GFP_KERNEL);
+	return ret < 0 ? ret : 0;
 }
 
 int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp)
@@ -155,31 +205,12 @@ int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp)
 	svc = popup_service_find(imp->name, imp->version);
 	if (!svc)
 		return -ENOENT;
-	if (check_mul_overflow((size_t)imp->nslots, (size_t)svc->slot_size,
-			       &map_size) || map_size > POPUP_MAX_MAPPED) {
-		popup_service_put(svc);
-		return -ENOSPC;
-	}
-
-	b = kzalloc(sizeof(*b), GFP_KERNEL_ACCOUNT);
-	if (!b) {
-		popup_service_put(svc);
-		return -ENOMEM;
-	}
-	kref_init(&b->refs);
-	b->svc = svc;			/* the reference moves to b */
-	b->nslots = imp->nslots;
-	b->map_size = map_size;
-	b->npages = map_size >> PAGE_SHIFT;
+	b = popup_binding_alloc(svc, imp->nslots, svc->slot_size);
+	if (IS_ERR(b))
+		return PTR_ERR(b);
+	map_size = b->map_size;
 	b->oneway_quota = imp->oneway_quota ?: (imp->nslots + 1) / 2;
 	b->client = proc;
-	b->active = 1;
-	INIT_LIST_HEAD(&b->proc_node);
-	INIT_LIST_HEAD(&b->notice_node);
-
-	ret = popup_binding_alloc_pages(b);
-	if (ret)
-		goto err_put;
 
 	mutex_lock(&proc->lock);
 	if (proc->dead) {
@@ -195,10 +226,8 @@ int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp)
 		ret = -ENOENT;
 		goto err_unlock;
 	}
-	ret = xa_alloc_cyclic(&popup_binding_xa, &b->id, b,
-			      XA_LIMIT(1, INT_MAX), &popup_binding_next,
-			      GFP_KERNEL);
-	if (ret < 0)
+	ret = popup_binding_publish(b);
+	if (ret)
 		goto err_unlock;
 	list_add_tail(&b->proc_node, &proc->bindings);
 	proc->nbindings++;
@@ -214,7 +243,6 @@ int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp)
 
 err_unlock:
 	mutex_unlock(&proc->lock);
-err_put:
 	/* b->id is 0 here: xa_erase of index 0 is a no-op for ALLOC1. */
 	popup_binding_put(b);
 	return ret;
@@ -288,12 +316,12 @@ static void popup_vm_open(struct vm_area_struct *vma)
 	struct popup_binding *b = vma->vm_private_data;
 
 	kref_get(&b->refs);
-	spin_lock(&b->svc->lock);
+	spin_lock_bh(&b->svc->lock);
 	if (popup_vma_client(vma))
 		b->client_maps++;
 	if (popup_vma_server(vma))
 		b->server_maps++;
-	spin_unlock(&b->svc->lock);
+	spin_unlock_bh(&b->svc->lock);
 }
 
 static void popup_vm_close(struct vm_area_struct *vma)
@@ -301,7 +329,7 @@ static void popup_vm_close(struct vm_area_struct *vma)
 	struct popup_binding *b = vma->vm_private_data;
 	bool unnotice = false;
 
-	spin_lock(&b->svc->lock);
+	spin_lock_bh(&b->svc->lock);
 	if (popup_vma_client(vma))
 		b->client_maps--;
 	if (popup_vma_server(vma)) {
@@ -313,7 +341,7 @@ static void popup_vm_close(struct vm_area_struct *vma)
 			unnotice = true;
 		}
 	}
-	spin_unlock(&b->svc->lock);
+	spin_unlock_bh(&b->svc->lock);
 	if (unnotice)
 		popup_binding_put(b);
 	popup_binding_put(b);
@@ -388,9 +416,9 @@ int popup_mmap(struct file *file, struct vm_area_struct *vma)
 	if (vma->vm_flags & VM_EXEC)
 		goto err_put;
 
-	spin_lock(&b->svc->lock);
+	spin_lock_bh(&b->svc->lock);
 	roles = popup_binding_roles_locked(b, proc);
-	spin_unlock(&b->svc->lock);
+	spin_unlock_bh(&b->svc->lock);
 	ret = -ENXIO;
 	if (!roles)
 		goto err_put;
@@ -403,13 +431,13 @@ int popup_mmap(struct file *file, struct vm_area_struct *vma)
 	if (ret)
 		goto err_put;	/* mmap_region() zaps what was inserted */
 
-	spin_lock(&b->svc->lock);
+	spin_lock_bh(&b->svc->lock);
 	roles &= popup_binding_roles_locked(b, proc);
 	if (roles & 1)
 		b->client_maps++;
 	if (roles & 2)
 		b->server_maps++;
-	spin_unlock(&b->svc->lock);
+	spin_unlock_bh(&b->svc->lock);
 	ret = -ENXIO;
 	if (!roles)
 		goto err_put;

@@ -32,6 +32,7 @@
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
+#include <linux/skbuff.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/user_namespace.h>
@@ -54,19 +55,39 @@ void popup_ctx_cache_exit(void)
 	kmem_cache_destroy(popup_ctx_cache);
 }
 
-/* Atomic-safe: frees the context and its pid references only. */
+/*
+ * Atomic-safe: frees the context, its pid references, a datagram not yet
+ * copied and its socket reference (whose release only defers).
+ */
 static void popup_ctx_release(struct kref *kref)
 {
 	struct popup_ctx *ctx = container_of(kref, struct popup_ctx, refs);
 
 	put_pid(ctx->tgid);
 	put_pid(ctx->tid);
+	kfree_skb(ctx->skb);
+	if (ctx->psock)
+		popup_sock_put(ctx->psock);
 	kmem_cache_free(popup_ctx_cache, ctx);
 }
 
-static void popup_ctx_put(struct popup_ctx *ctx)
+void popup_ctx_put(struct popup_ctx *ctx)
 {
 	kref_put(&ctx->refs, popup_ctx_release);
+}
+
+/* A zeroed context with one reference (the service side). */
+struct popup_ctx *popup_ctx_alloc(gfp_t gfp)
+{
+	struct popup_ctx *ctx;
+
+	ctx = kmem_cache_zalloc(popup_ctx_cache, gfp);
+	if (!ctx)
+		return NULL;
+	kref_init(&ctx->refs);
+	INIT_LIST_HEAD(&ctx->node);
+	init_waitqueue_head(&ctx->wq);
+	return ctx;
 }
 
 /*
@@ -74,9 +95,8 @@ static void popup_ctx_put(struct popup_ctx *ctx)
  * binding->active, set its final @state, wake a synchronous caller and
  * drop the service side's reference.
  */
-static void popup_ctx_finish_locked(struct popup_service *svc,
-				    struct popup_ctx *ctx, int state,
-				    struct list_head *puts)
+void popup_ctx_finish_locked(struct popup_service *svc, struct popup_ctx *ctx,
+			     int state, struct list_head *puts)
 {
 	struct popup_binding *b = ctx->binding;
 
@@ -96,7 +116,7 @@ static void popup_ctx_finish_locked(struct popup_service *svc,
 		b->oneway--;
 	popup_binding_active_put_locked(b, puts);
 	WRITE_ONCE(ctx->state, state);
-	if (!(ctx->flags & POPUP_CTX_ONEWAY))
+	if (!(ctx->flags & POPUP_CTX_ONEWAY) && !ctx->psock)
 		wake_up_interruptible_sync(&ctx->wq);
 	popup_ctx_put(ctx);
 }
@@ -123,7 +143,7 @@ void popup_notice_wake_locked(struct popup_service *svc)
 void popup_pool_update_locked(struct popup_service *svc)
 {
 	const struct popup_pool *p = &svc->pool;
-	u32 want;
+	u32 want, idle;
 
 	lockdep_assert_held(&svc->lock);
 	if (svc->dead || svc->spawn_req)
@@ -135,11 +155,13 @@ void popup_pool_update_locked(struct popup_service *svc)
 	}
 	if (svc->nthreads >= p->max_threads)
 		return;
-	if (svc->nidle >= p->min_idle && (svc->nidle || !svc->nqueued))
+	/* A thread sending a datagram reply is idle in a moment. */
+	idle = svc->nidle + svc->nreplying;
+	if (idle >= p->min_idle && (idle || !svc->nqueued))
 		return;
 	want = p->increment;
-	if (svc->nidle < p->min_idle)
-		want = max(want, p->min_idle - svc->nidle);
+	if (idle < p->min_idle)
+		want = max(want, p->min_idle - idle);
 	want = min(want, p->max_threads - svc->nthreads);
 	svc->spawn_req = want;
 	svc->spawn_exp = want;
@@ -159,17 +181,28 @@ void popup_service_abort_locked(struct popup_service *svc,
 	lockdep_assert_held(&svc->lock);
 	WRITE_ONCE(svc->dead, true);
 	WRITE_ONCE(svc->owner, NULL);
+	/* A datagram nobody saw is answered BUSY, one being handled ERROR. */
 	list_for_each_entry_safe(ctx, ctmp, &svc->queue, node) {
 		svc->errors++;
 		popup_stat_inc(POPUP_STAT_ABORTS);
-		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+		if (ctx->psock)
+			popup_dgram_abort_locked(svc, ctx, POPUP_WIRE_BUSY, puts);
+		else
+			popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
 	}
 	list_for_each_entry_safe(ctx, ctmp, &svc->running, node) {
 		if (ctx->state != POPUP_CTX_CANCELLED) {
 			svc->errors++;
 			popup_stat_inc(POPUP_STAT_ABORTS);
 		}
-		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+		if (ctx->psock)
+			popup_dgram_abort_locked(svc, ctx,
+						 ctx->state == POPUP_CTX_ACTIVE ?
+						 POPUP_WIRE_ERROR :
+						 POPUP_WIRE_BUSY, puts);
+		else
+			popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED,
+						puts);
 	}
 	list_for_each_entry(w, &svc->idle, node) {
 		w->kicked = true;
@@ -189,8 +222,8 @@ void popup_service_abort_locked(struct popup_service *svc,
 }
 
 /* An idle waiter for a call from @cpu: same CPU if seen soon, else LIFO. */
-static struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
-						     int cpu)
+struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
+					      int cpu)
 {
 	struct popup_waiter *w;
 	int n = 0;
@@ -261,14 +294,11 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
 {
 	struct popup_ctx *ctx;
 
-	ctx = kmem_cache_zalloc(popup_ctx_cache, GFP_KERNEL);
+	ctx = popup_ctx_alloc(GFP_KERNEL);	/* the service side */
 	if (!ctx)
 		return NULL;
-	kref_init(&ctx->refs);			/* the service side */
 	if (!oneway)
 		kref_get(&ctx->refs);		/* the caller */
-	INIT_LIST_HEAD(&ctx->node);
-	init_waitqueue_head(&ctx->wq);
 	ctx->binding = b;
 	ctx->method = m;
 	ctx->slot = call->slot;
@@ -283,10 +313,13 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
 	return ctx;
 }
 
-/* Give @ctx to waiter @w, or queue it; account the slot. */
-static void popup_call_start_locked(struct popup_service *svc,
-				    struct popup_ctx *ctx,
-				    struct popup_waiter *w)
+/*
+ * Give @ctx to waiter @w, or queue it; account the slot. Also called by
+ * the arrival callback, in softirq: datagram contexts (@psock) wake their
+ * waiter without the synchronous hint, as there is no caller to sleep.
+ */
+void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
+			     struct popup_waiter *w)
 {
 	struct popup_binding *b = ctx->binding;
 
@@ -310,7 +343,7 @@ static void popup_call_start_locked(struct popup_service *svc,
 		ctx->state = POPUP_CTX_HANDED;
 		list_add_tail(&ctx->node, &svc->running);
 		popup_stat_inc(POPUP_STAT_HANDOFFS);
-		if (ctx->flags & POPUP_CTX_ONEWAY)
+		if ((ctx->flags & POPUP_CTX_ONEWAY) || ctx->psock)
 			wake_up_interruptible(&w->wq);
 		else
 			wake_up_interruptible_sync(&w->wq);
@@ -359,7 +392,7 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 
 	left = call->timeout_ms ? (long)msecs_to_jiffies(call->timeout_ms) :
 	       MAX_SCHEDULE_TIMEOUT;
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	for (;;) {
 		ret = popup_call_check_locked(proc, b, call, oneway);
 		if (ret)
@@ -371,11 +404,11 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 		ret = -EAGAIN;
 		if (!(call->flags & POPUP_CALL_BLOCK))
 			break;
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 		left = wait_event_interruptible_timeout(svc->space_wq,
 							popup_queue_room(svc, b),
 							left);
-		spin_lock(&svc->lock);
+		spin_lock_bh(&svc->lock);
 		if (left < 0) {
 			ret = -EINTR;
 			break;
@@ -386,12 +419,12 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 		}
 	}
 	if (ret) {
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 		popup_ctx_release(&ctx->refs);	/* never published */
 		goto out_put;
 	}
 	popup_call_start_locked(svc, ctx, w);
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	popup_stat_inc(POPUP_STAT_CALLS);
 
 	call->status = 0;
@@ -403,7 +436,7 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 
 	left = wait_event_interruptible_timeout(ctx->wq, popup_ctx_settled(ctx),
 						left);
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	switch (ctx->state) {
 	case POPUP_CTX_DONE:
 		call->status = ctx->status;
@@ -427,7 +460,7 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 		ret = left ? -ECANCELED : -ETIME;
 		break;
 	}
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	if (ret == -ETIMEDOUT || ret == -ETIME)
 		popup_stat_inc(POPUP_STAT_TIMEOUTS);
 	else if (ret)
@@ -439,8 +472,16 @@ out_put:
 	return ret;
 }
 
-/* Answer the context @r->ctx_id; see struct popup_reply. */
-int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
+/*
+ * Answer the context @r->ctx_id; see struct popup_reply. @wt: the caller
+ * is REPLY_WAIT and waits on @wsvc as @wt right after. Before it sends a
+ * datagram reply of @wsvc, it goes on svc->replying, where the WAIT takes
+ * it off under the same lock hold that makes it idle: an arrival on its
+ * CPU in between (the client's next request, typically) waits for it in
+ * the queue rather than going to a thread on another CPU.
+ */
+static int popup_reply(struct popup_proc *proc, const struct popup_reply *r,
+		       struct popup_waiter *wt, struct popup_service *wsvc)
 {
 	u32 slot = r->ctx_id & (POPUP_MAX_SLOTS - 1);
 	struct popup_ctx *ctx = NULL;
@@ -455,7 +496,7 @@ int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
 	if (!b)
 		return -ENOENT;
 	svc = b->svc;
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	if (!svc->dead && svc->owner == proc && slot < b->nslots)
 		ctx = b->slot_ctx[slot];
 	if (!ctx || ctx->id != r->ctx_id ||
@@ -467,18 +508,37 @@ int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
 	} else if (ctx->state == POPUP_CTX_CANCELLED) {
 		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_CANCELLED, &puts);
 		ret = -ECANCELED;
+	} else if (ctx->psock) {
+		/* Ours until finished: withdrawal leaves a SEND context be. */
+		list_del_init(&ctx->node);
+		ctx->state = POPUP_CTX_SEND;
+		ctx->status = r->status;
+		ctx->result_len = r->result_len;
+		if (wt && svc == wsvc) {
+			list_add(&wt->node, &svc->replying);
+			svc->nreplying++;
+		}
+		spin_unlock_bh(&svc->lock);
+		ret = popup_dgram_send(ctx, r->result_len);
+		spin_lock_bh(&svc->lock);
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
 	} else {
 		ctx->status = r->status;
 		ctx->result_len = r->result_len;
 		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
 		ret = 0;
 	}
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	if (!ret)
 		popup_stat_inc(POPUP_STAT_REPLIES);
 	popup_binding_put_list(&puts);
 	popup_binding_put(b);
 	return ret;
+}
+
+int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
+{
+	return popup_reply(proc, r, NULL, NULL);
 }
 
 /* Describe @ctx for the handler, in the handler's namespaces. */
@@ -499,7 +559,7 @@ static void popup_ctx_fill_locked(struct popup_service *svc,
 	c->arg_len = ctx->arg_len;
 	c->flags = ctx->flags | (b->server_maps ? 0 : POPUP_CTX_MAP);
 	c->max_res = ctx->method->max_res;
-	c->slot_offset = (u64)ctx->slot * svc->slot_size;
+	c->slot_offset = (u64)ctx->slot * b->slot_size;
 	c->map_offset = (u64)b->id << PAGE_SHIFT;
 	c->map_size = b->map_size;
 	c->pid = pid_nr_ns(ctx->tgid, pns);
@@ -508,13 +568,23 @@ static void popup_ctx_fill_locked(struct popup_service *svc,
 	c->gid = from_kgid_munged(uns, ctx->gid);
 	c->priority = ctx->prio;
 	c->cpu = ctx->cpu;
+	if (ctx->psock)
+		popup_dgram_fill_context(ctx, c);
 }
 
-/* @ctx, QUEUED or HANDED, goes to the calling handler thread. */
-static void popup_ctx_deliver_locked(struct popup_service *svc,
+/*
+ * @ctx, QUEUED or HANDED, goes to the calling handler thread. A datagram is
+ * first copied into its slot, with svc->lock dropped: returns false if it
+ * did not survive that (bad checksum, service withdrawn meanwhile), and
+ * the caller looks for work again.
+ */
+static bool popup_ctx_deliver_locked(struct popup_service *svc,
 				     struct popup_ctx *ctx,
-				     struct popup_wait *w)
+				     struct popup_wait *w,
+				     struct list_head *puts)
 {
+	int err;
+
 	lockdep_assert_held(&svc->lock);
 	if (ctx->state == POPUP_CTX_QUEUED) {
 		svc->nqueued--;
@@ -525,9 +595,85 @@ static void popup_ctx_deliver_locked(struct popup_service *svc,
 		ctx->waiter->ctx = NULL;
 		ctx->waiter = NULL;
 	}
+	if (ctx->psock) {
+		list_del_init(&ctx->node);
+		ctx->state = POPUP_CTX_FILL;
+		spin_unlock_bh(&svc->lock);
+		err = popup_dgram_fill(ctx);
+		spin_lock_bh(&svc->lock);
+		if (svc->dead) {
+			popup_dgram_abort_locked(svc, ctx, POPUP_WIRE_BUSY, puts);
+			return false;
+		}
+		if (err) {
+			popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+			return false;
+		}
+		list_add_tail(&ctx->node, &svc->running);
+	}
 	ctx->state = POPUP_CTX_ACTIVE;
-	w->kind = POPUP_WAIT_KIND_CALL;
+	w->kind = ctx->psock ? POPUP_WAIT_KIND_DGRAM : POPUP_WAIT_KIND_CALL;
 	popup_ctx_fill_locked(svc, ctx, &w->ctx);
+	return true;
+}
+
+/* Is a thread of @svc sending a datagram reply on @cpu, to wait next? */
+bool popup_replying_on_locked(struct popup_service *svc, int cpu)
+{
+	struct popup_waiter *w;
+
+	lockdep_assert_held(&svc->lock);
+	list_for_each_entry(w, &svc->replying, node)
+		if (w->cpu == cpu)
+			return true;
+	return false;
+}
+
+/*
+ * The queued context a thread waiting on @cpu takes, NULL for none. Calls
+ * go strictly by priority, then arrival. Among datagrams of the head's
+ * priority (the first POPUP_AFFINITY_SCAN), one that arrived on @cpu comes
+ * first; one whose CPU has a thread in svc->replying is left to it (it
+ * was queued for it, see popup_udp_arrive()). NULL only when every
+ * candidate is left to such a thread: the caller goes idle, and is kicked
+ * (popup_queue_kick_locked) if that thread leaves work behind.
+ */
+static struct popup_ctx *popup_queue_pick_locked(struct popup_service *svc,
+						 int cpu)
+{
+	struct popup_ctx *head, *ctx, *first = NULL;
+	int n = 0;
+
+	lockdep_assert_held(&svc->lock);
+	head = list_first_entry(&svc->queue, struct popup_ctx, node);
+	if (!head->psock)
+		return head;
+	list_for_each_entry(ctx, &svc->queue, node) {
+		if (++n > POPUP_AFFINITY_SCAN)
+			break;
+		if (!ctx->psock || ctx->prio != head->prio)
+			return first ?: ctx;
+		if (ctx->cpu == cpu)
+			return ctx;
+		if (!first && !popup_replying_on_locked(svc, ctx->cpu))
+			first = ctx;
+	}
+	return first;
+}
+
+/* Work is queued that the caller leaves: have an idle thread look at it. */
+static void popup_queue_kick_locked(struct popup_service *svc)
+{
+	struct popup_waiter *w;
+
+	lockdep_assert_held(&svc->lock);
+	if (list_empty(&svc->queue))
+		return;
+	w = list_first_entry_or_null(&svc->idle, struct popup_waiter, node);
+	if (w && !w->kicked) {
+		w->kicked = true;
+		wake_up_interruptible(&w->wq);
+	}
 }
 
 static long popup_idle_timeout(struct popup_service *svc, bool pool)
@@ -562,18 +708,6 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	if (IS_ERR(svc))
 		return PTR_ERR(svc);
 
-	w->reply_result = 0;
-	if (reply) {
-		ret = popup_ioctl_reply(proc, r);
-		if (ret == -ECANCELED)
-			w->reply_result = ret;
-		else if (ret)
-			goto out_put;
-	}
-	w->kind = 0;
-	w->spawn = 0;
-	memset(&w->ctx, 0, sizeof(w->ctx));
-
 	memset(&wt, 0, sizeof(wt));
 	INIT_LIST_HEAD(&wt.node);
 	init_waitqueue_head(&wt.wq);
@@ -581,7 +715,23 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	wt.cpu = raw_smp_processor_id();
 	wt.flags = w->flags;
 
-	spin_lock(&svc->lock);
+	w->reply_result = 0;
+	if (reply) {
+		/* ENOENT and EINVAL: nothing done. Else the reply is gone. */
+		ret = popup_reply(proc, r, control ? NULL : &wt, svc);
+		if (ret == -ENOENT || ret == -EINVAL)
+			goto out_put;
+		w->reply_result = ret;
+	}
+	w->kind = 0;
+	w->spawn = 0;
+	memset(&w->ctx, 0, sizeof(w->ctx));
+
+	spin_lock_bh(&svc->lock);
+	if (!list_empty(&wt.node)) {	/* off svc->replying: popup_reply() */
+		list_del_init(&wt.node);
+		svc->nreplying--;
+	}
 	if (svc->dead) {
 		ret = -ENOENT;
 		goto out_unlock;
@@ -604,8 +754,9 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 
 		ret = 0;
 		if (wt.ctx) {
-			popup_ctx_deliver_locked(svc, wt.ctx, w);
-			break;
+			if (popup_ctx_deliver_locked(svc, wt.ctx, w, &puts))
+				break;
+			continue;
 		}
 		ret = -ENOENT;
 		if (svc->dead)
@@ -629,12 +780,19 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 			break;
 		}
 		if (!control && !list_empty(&svc->queue)) {
-			popup_ctx_deliver_locked(svc,
-						 list_first_entry(&svc->queue,
-								  struct popup_ctx,
-								  node), w);
-			popup_pool_update_locked(svc);
-			break;
+			struct popup_ctx *next;
+			bool got;
+
+			next = popup_queue_pick_locked(svc, wt.cpu);
+			if (next) {
+				got = popup_ctx_deliver_locked(svc, next, w,
+							       &puts);
+				popup_pool_update_locked(svc);
+				popup_queue_kick_locked(svc);
+				if (got)
+					break;
+				continue;
+			}
 		}
 		if (notices && svc->spawn_req) {
 			w->kind = POPUP_WAIT_KIND_SPAWN;
@@ -661,11 +819,11 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 			list_add(&wt.node, &svc->idle);
 			svc->nidle++;
 		}
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 		left = wait_event_interruptible_timeout(wt.wq,
 							READ_ONCE(wt.kicked),
 							tmo);
-		spin_lock(&svc->lock);
+		spin_lock_bh(&svc->lock);
 		if (!list_empty(&wt.node)) {
 			list_del_init(&wt.node);
 			if (!control)
@@ -683,8 +841,11 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		w->spawn = svc->spawn_req;
 		svc->spawn_req = 0;
 	}
+	/* Leaving without work: what was queued for us goes to another. */
+	if (w->kind != POPUP_WAIT_KIND_CALL && w->kind != POPUP_WAIT_KIND_DGRAM)
+		popup_queue_kick_locked(svc);
 out_unlock:
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	popup_binding_put_list(&puts);
 out_put:
 	popup_service_put(svc);
@@ -702,7 +863,7 @@ int popup_ioctl_thread_exit(struct popup_proc *proc,
 	svc = popup_service_get_owned(proc, t->id);
 	if (IS_ERR(svc))
 		return PTR_ERR(svc);
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	if (svc->dead) {
 		ret = -ENOENT;
 	} else if (!svc->nthreads) {
@@ -711,7 +872,7 @@ int popup_ioctl_thread_exit(struct popup_proc *proc,
 		svc->nthreads--;
 		popup_pool_update_locked(svc);
 	}
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	popup_service_put(svc);
 	return ret;
 }

@@ -26,12 +26,20 @@
  *   - Files own what they create: closing the server withdraws its services
  *     (callers get ECONNRESET), closing the client drops its bindings.
  *     A file is released when its last descriptor and last mapping are gone.
+ *   - Network arrival (arrival.c): the server ATTACHes its per-CPU UDP
+ *     worker sockets to a service; each datagram becomes a KIND_DGRAM
+ *     context created from the socket's sk_data_ready (softirq), handed to
+ *     an idle thread on that CPU, with the payload copied into a slot of
+ *     the socket's receive area (a binding the server maps) by the WAIT
+ *     that returns it; REPLY sends the answer from the slot. Overload is
+ *     answered BUSY by the kernel.
  *
  * This file owns the device life cycle (module init and exit, open, flush,
  * release, poll) and the ioctl dispatcher. Each ioctl case follows the same
  * three steps: copy the argument in, call a popup_ioctl_<name>() helper
  * that does the work, copy the result out. service.c holds the registry,
- * binding.c the imports and mmap, call.c contexts and pools.
+ * binding.c the imports and mmap, call.c contexts and pools, arrival.c
+ * attached sockets.
  *
  * Objects and references
  * ======================
@@ -42,23 +50,46 @@
  *                  reference; each vma, a queued UNMAP notice and each ioctl
  *                  in progress hold one; freed with RCU
  *   popup_ctx      the service side (until reply, abort or take-back) and a
- *                  synchronous caller; allocated from popup_ctx_cache
+ *                  synchronous caller, or a kernel-reply list; allocated
+ *                  from popup_ctx_cache
  *   popup_waiter   on the kernel stack of a thread in WAIT
+ *   popup_sock     the attachment (owner->socks until detach), each
+ *                  datagram context, its queued work item; holds the
+ *                  socket's file, the service and (until detach) the
+ *                  receive area's @active count; found by sk through an
+ *                  RCU hash; freed with RCU
  *
  * Locking overview
  * ================
  * Locks, in the order they must be taken:
  *   1. popup_lock (mutex): the service registry (names, ids)
- *   2. proc->lock (mutex): a file's service and binding lists and limits
- *   3. mm->mmap_lock (taken by the core around mmap and vm_ops; the module
+ *   2. proc->lock (mutex): a file's service, binding and socket lists and
+ *      limits
+ *   3. lock_sock(sk), then sk->sk_callback_lock (rwlock, write with bh
+ *      off): attaching and detaching a socket's callback (under 2 at
+ *      attach, without it at detach)
+ *   4. popup_sock_lock (spinlock): writers of the attached-socket hash
+ *      (readers use RCU: the softirq callback)
+ *   5. mm->mmap_lock (taken by the core around mmap and vm_ops; the module
  *      never takes it itself and never holds 1 or 2 under it)
- *   4. svc->lock (spinlock): all dynamic state of one service, of its
- *      bindings (slots, counts, maps) and of its contexts; never two at once
- *   5. xa_lock of the id arrays, wait-queue locks (inside the helpers)
+ *   6. svc->lock (spinlock, always with bottom halves disabled, as the
+ *      arrival callback takes it in softirq): all dynamic state of one
+ *      service, of its bindings (slots, counts, maps), of its contexts and
+ *      of its attached sockets (kernel-reply lists); never two at once,
+ *      never with 3 or 4
+ *   7. xa_lock of the id arrays, wait-queue locks, the socket's queue
+ *      locks (inside the helpers)
+ * Sleeping work on sockets (sendmsg, copying a datagram into a slot) is
+ * done with svc->lock dropped, the context parked in FILL or SEND, where
+ * withdrawal leaves it to the thread that parked it.
  * Functions that require a lock on entry carry a _locked suffix and
  * lockdep_assert_held() it. Binding references are never dropped under a
  * spinlock (the last put frees pages with kvfree): _locked helpers move
- * them to a local list that the caller drops after unlocking.
+ * them to a local list that the caller drops after unlocking. Datagram
+ * contexts and attached sockets may be put anywhere (their release only
+ * frees and defers fput); a callback that may still run after a detach is
+ * waited for with synchronize_rcu(), work items with flush_work() and, at
+ * module exit, destroy_workqueue().
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -111,7 +142,8 @@ POPUP_ASSERT_SIZE(popup_context, 104);
 POPUP_ASSERT_U64(popup_context, slot_offset);
 POPUP_ASSERT_U64(popup_context, map_offset);
 POPUP_ASSERT_U64(popup_context, map_size);
-POPUP_ASSERT_U64(popup_context, reserved);
+static_assert(offsetof(struct popup_context, peer_family) == 36);
+static_assert(offsetof(struct popup_context, peer_addr) == 88);
 POPUP_ASSERT_SIZE(popup_wait, 168);
 POPUP_ASSERT_U64(popup_wait, reply);
 POPUP_ASSERT_U64(popup_wait, ctx);
@@ -119,6 +151,10 @@ POPUP_ASSERT_U64(popup_wait, reserved);
 static_assert(offsetof(struct popup_export, name) == 8);
 static_assert(offsetof(struct popup_import, name) == 8);
 static_assert(offsetof(struct popup_wait, reply_result) == 40);
+POPUP_ASSERT_SIZE(popup_attach, 64);
+POPUP_ASSERT_U64(popup_attach, map_offset);
+POPUP_ASSERT_U64(popup_attach, map_size);
+POPUP_ASSERT_U64(popup_attach, reserved);
 
 static int popup_open(struct inode *inode, struct file *file)
 {
@@ -130,6 +166,7 @@ static int popup_open(struct inode *inode, struct file *file)
 	mutex_init(&proc->lock);
 	INIT_LIST_HEAD(&proc->services);
 	INIT_LIST_HEAD(&proc->bindings);
+	INIT_LIST_HEAD(&proc->socks);
 	init_waitqueue_head(&proc->poll_wq);
 	proc->pid = get_pid(task_tgid(current));
 	file->private_data = proc;
@@ -168,6 +205,8 @@ static int popup_release(struct inode *inode, struct file *file)
 	proc->dead = true;
 	mutex_unlock(&proc->lock);
 
+	/* No new datagram contexts; then withdrawal answers the queued ones. */
+	popup_socks_detach(proc, NULL);
 	for (;;) {
 		mutex_lock(&proc->lock);
 		svc = list_first_entry_or_null(&proc->services,
@@ -199,7 +238,7 @@ static void popup_ioctl_version(struct popup_version *ver)
 {
 	memset(ver, 0, sizeof(*ver));
 	ver->api_version = POPUP_API_VERSION;
-	ver->features = POPUP_FEAT_STATS | POPUP_FEAT_RPC;
+	ver->features = POPUP_FEAT_STATS | POPUP_FEAT_RPC | POPUP_FEAT_ARRIVAL;
 	ver->nr_cpu_ids = nr_cpu_ids;
 }
 
@@ -264,7 +303,8 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	}
 	case POPUP_IOC_WITHDRAW:
 	case POPUP_IOC_UNIMPORT:
-	case POPUP_IOC_THREAD_EXIT: {
+	case POPUP_IOC_THREAD_EXIT:
+	case POPUP_IOC_DETACH: {
 		struct popup_target t;
 
 		if (copy_from_user(&t, ubuf, sizeof(t))) {
@@ -275,6 +315,8 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			ret = popup_ioctl_withdraw(proc, &t);
 		else if (cmd == POPUP_IOC_UNIMPORT)
 			ret = popup_ioctl_unimport(proc, &t);
+		else if (cmd == POPUP_IOC_DETACH)
+			ret = popup_ioctl_detach(proc, &t);
 		else
 			ret = popup_ioctl_thread_exit(proc, &t);
 		break;
@@ -302,6 +344,23 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (copy_to_user(ubuf, &imp, sizeof(imp))) {
 			t.id = imp.binding_id;
 			popup_ioctl_unimport(proc, &t);
+			ret = -EFAULT;
+		}
+		break;
+	}
+	case POPUP_IOC_ATTACH: {
+		struct popup_attach at;
+		struct popup_target t = {};
+
+		ret = popup_copy_in(&at, sizeof(at), ubuf);
+		if (ret)
+			break;
+		ret = popup_ioctl_attach(proc, &at);
+		if (ret)
+			break;
+		if (copy_to_user(ubuf, &at, sizeof(at))) {
+			t.id = at.attach_id;
+			popup_ioctl_detach(proc, &t);
 			ret = -EFAULT;
 		}
 		break;
@@ -346,7 +405,8 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			break;
 		if (copy_to_user(ubuf, &w, sizeof(w)) && !ret) {
 			/* Lost result: answer the call ourselves. */
-			if (w.kind == POPUP_WAIT_KIND_CALL) {
+			if (w.kind == POPUP_WAIT_KIND_CALL ||
+			    w.kind == POPUP_WAIT_KIND_DGRAM) {
 				struct popup_reply r = {
 					.ctx_id = w.ctx.ctx_id,
 					.status = -EFAULT,
@@ -395,6 +455,10 @@ static int __init popup_init(void)
 	if (ret)
 		goto err_cache_failed;
 
+	ret = popup_arrival_init();
+	if (ret)
+		goto err_arrival_failed;
+
 	ret = popup_proc_init();
 	if (ret)
 		goto err_proc_failed;
@@ -409,6 +473,8 @@ static int __init popup_init(void)
 err_misc_failed:
 	popup_proc_exit();
 err_proc_failed:
+	popup_arrival_exit();
+err_arrival_failed:
 	popup_ctx_cache_exit();
 err_cache_failed:
 	return ret;
@@ -418,7 +484,8 @@ static void __exit popup_exit(void)
 {
 	misc_deregister(&popup_miscdev);
 	popup_proc_exit();
-	rcu_barrier();		/* kfree_rcu of services and bindings */
+	popup_arrival_exit();	/* kernel replies of detached sockets */
+	rcu_barrier();		/* kfree_rcu of services, bindings, sockets */
 	popup_ctx_cache_exit();
 	pr_info("unloaded\n");
 }

@@ -13,10 +13,12 @@
 #include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
+#include <linux/socket.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/uidgid.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 
 #include <uapi/linux/popup.h>
 
@@ -56,6 +58,46 @@ static inline void popup_stat_inc(enum popup_stat s)
 	this_cpu_inc(popup_cpu_stats.count[s]);
 }
 
+/*
+ * enum popup_arr_stat - per-CPU counters of the network arrival path,
+ * shown in /proc/popup/arrival. Each is counted on the CPU where the event
+ * happens: the arrival CPU (softirq) unless noted. Every datagram taken
+ * from an attached socket ends in exactly one of: a handler (local or
+ * remote), a kernel reply (busy, toobig, aborted), or a counted loss
+ * (csum, unanswerable, nomem).
+ */
+enum popup_arr_stat {
+	POPUP_ARR_ARRIVALS,	/* datagrams taken from attached sockets */
+	POPUP_ARR_HANDOFFS,	/* handed straight to an idle thread */
+	POPUP_ARR_QUEUED,	/* queued for a thread */
+	POPUP_ARR_SPAWNS,	/* spawn requests posted by an arrival */
+	POPUP_ARR_LOCAL,	/* WAIT returned it on its arrival CPU */
+	POPUP_ARR_REMOTE,	/* ... on another CPU (counted there) */
+	POPUP_ARR_REPLIES,	/* handler replies sent (handler's CPU) */
+	POPUP_ARR_NOREPLY,	/* handler answered with no datagram */
+	POPUP_ARR_BUSY,		/* overloaded: answered BUSY */
+	POPUP_ARR_TOOBIG,	/* over slot_size: answered TOOBIG */
+	POPUP_ARR_ABORTED,	/* service gone: answered BUSY or ERROR */
+	POPUP_ARR_CSUM,		/* bad checksum: dropped, as UDP does */
+	POPUP_ARR_UNANSWERABLE,	/* a kernel reply was due, no valid header */
+	POPUP_ARR_NOMEM,	/* no memory for a context: deferred to a worker */
+	POPUP_ARR_LOST,		/* no memory even there, or kreply list full */
+	POPUP_ARR_TXERR,	/* a reply could not be sent */
+	POPUP_ARR_SPURIOUS,	/* callback found no datagram */
+	POPUP_NR_ARR_STATS,
+};
+
+struct popup_arr_stats {
+	u64 count[POPUP_NR_ARR_STATS];
+};
+
+DECLARE_PER_CPU(struct popup_arr_stats, popup_arr_stats);
+
+static inline void popup_arr_inc(enum popup_arr_stat s)
+{
+	this_cpu_inc(popup_arr_stats.count[s]);
+}
+
 /**
  * struct popup_proc - state of one open file of /dev/popup
  * @lock:      protects @services, @bindings, @nservices, @nbindings,
@@ -65,7 +107,9 @@ static inline void popup_stat_inc(enum popup_stat s)
  * @nservices: entries in @services
  * @nbindings: entries in @bindings
  * @mapped:    A-stack bytes of @bindings
- * @dead:      release has started; no new services or bindings
+ * @dead:      release has started; no new services, bindings or sockets
+ * @socks:     sockets attached through this file (popup_sock.proc_node)
+ * @nsocks:    entries in @socks
  * @poll_wq:   poll() waiters, woken when a service has a pending notice
  *             (invariant after open)
  * @pid:       opener's thread group, for /proc (invariant after open)
@@ -82,6 +126,8 @@ struct popup_proc {
 	unsigned int nbindings;
 	u64 mapped;
 	bool dead;
+	struct list_head socks;
+	unsigned int nsocks;
 	wait_queue_head_t poll_wq;
 	struct pid *pid;
 };
@@ -102,7 +148,8 @@ struct popup_method_k {
 
 /**
  * struct popup_waiter - a thread blocked in WAIT; lives on its kernel stack
- * @node:       on popup_service.idle or .control (protected by svc->lock)
+ * @node:       on popup_service.idle, .control or .replying (protected by
+ *              svc->lock)
  * @wq:         the thread sleeps here (invariant)
  * @ctx:        a call handed to this thread (protected by svc->lock)
  * @kicked:     set with @ctx, or to make the thread re-check the service
@@ -148,6 +195,9 @@ struct popup_waiter {
  * @idle:         idle pool (and non-pool) waiters, most recent first
  * @nidle:        idle waiters that are pool threads
  * @control:      control waiters
+ * @replying:     REPLY_WAIT waiters sending a datagram reply, about to
+ *                wait (their @node)
+ * @nreplying:    entries in @replying
  * @nthreads:     registered pool threads
  * @spawn_req:    threads asked for and not yet reported by a WAIT
  * @spawn_exp:    threads asked for and not yet registered (NEW)
@@ -181,6 +231,8 @@ struct popup_service {
 	struct list_head idle;
 	u32 nidle;
 	struct list_head control;
+	struct list_head replying;
+	u32 nreplying;
 	u32 nthreads;
 	u32 spawn_req;
 	u32 spawn_exp;
@@ -199,8 +251,10 @@ struct popup_service {
  * @id:           id in popup_binding_xa, erased at the last put (invariant)
  * @svc:          the service, referenced (invariant)
  * @nslots:       slots (invariant)
+ * @slot_size:    bytes per slot: svc->slot_size, or an attachment's
+ *                (invariant)
  * @npages:       entries in @pages (invariant)
- * @map_size:     nslots * svc->slot_size (invariant)
+ * @map_size:     nslots * slot_size (invariant)
  * @pages:        the A-stack pages (invariant)
  * @proc_node:    on client->bindings (client->lock)
  * @client:       importing file; NULL once dropped (svc->lock to read,
@@ -223,6 +277,7 @@ struct popup_binding {
 	u32 id;
 	struct popup_service *svc;
 	u32 nslots;
+	u32 slot_size;
 	u32 npages;
 	u64 map_size;
 	struct page **pages;
@@ -249,6 +304,9 @@ enum popup_ctx_state {
 	POPUP_CTX_DONE,		/* replied; result valid */
 	POPUP_CTX_CANCELLED,	/* caller left while ACTIVE; reply discarded */
 	POPUP_CTX_ABORTED,	/* service withdrawn or caller left early */
+	POPUP_CTX_FILL,		/* datagram: WAIT copies it into its slot */
+	POPUP_CTX_SEND,		/* datagram: REPLY sends from its slot */
+	POPUP_CTX_KREPLY,	/* datagram: the kernel answers it itself */
 };
 
 /**
@@ -274,6 +332,20 @@ enum popup_ctx_state {
  * @waiter:   the waiter holding a HANDED context (svc->lock)
  * @status:   reply status (svc->lock, valid in DONE)
  * @result_len: reply length (svc->lock, valid in DONE)
+ * @psock:    datagram contexts: the attached socket, referenced
+ *            (invariant); NULL for calls
+ * @skb:      the datagram until WAIT copies it (owned by the state: the
+ *            thread in FILL, else svc->lock)
+ * @peer:     the sender (invariant)
+ * @peer_len: bytes of @peer (invariant)
+ * @hdr:      the first bytes of the datagram: its native wire header, for
+ *            the replies the kernel sends itself (invariant)
+ * @hdr_len:  valid bytes in @hdr (invariant)
+ * @kstatus:  the wire status of a kernel reply (KREPLY)
+ *
+ * A datagram context outside svc->queue and svc->running, in FILL or SEND,
+ * belongs to the thread that put it there: withdrawal does not see it and
+ * that thread finishes it once it relocks.
  */
 struct popup_ctx {
 	struct kref refs;
@@ -295,7 +367,80 @@ struct popup_ctx {
 	struct popup_waiter *waiter;
 	s32 status;
 	u32 result_len;
+	struct popup_sock *psock;
+	struct sk_buff *skb;
+	struct sockaddr_storage peer;
+	int peer_len;
+	u8 hdr[32];
+	u32 hdr_len;
+	u32 kstatus;
 };
+
+/**
+ * struct popup_sock - a socket attached to a service (POPUP_IOC_ATTACH)
+ * @refs:        the attachment (until detach), each datagram context, a
+ *               queued @work; freed with RCU (found locklessly by sk)
+ * @rcu:         for kfree_rcu
+ * @hash_node:   in popup_sock_hash (popup_sock_lock; RCU readers)
+ * @proc_node:   on owner->socks (owner->lock); empty once detached
+ * @sock:        the socket; its file is referenced until release
+ *               (invariant)
+ * @sk:          @sock->sk (invariant)
+ * @saved_data_ready: the callback replaced at attach, put back at detach
+ *               (invariant)
+ * @svc:         the service, referenced (invariant)
+ * @area:        the receive area, a binding without a client; its
+ *               @active count is the attachment's until detach (invariant)
+ * @method:      pseudo-method for the contexts: id 0, max_arg and max_res
+ *               the slot size (invariant)
+ * @id:          @area->id: the attach id (invariant)
+ * @cpu:         the CPU served, or -1 for the arrival CPU (invariant)
+ * @family:      AF_INET or AF_INET6 (invariant)
+ * @port:        local port, host order, for /proc (invariant)
+ * @work:        sends @kreplies and drains deferred datagrams
+ * @detached:    hooks removed: the worker drains no more (svc->lock)
+ * @drain:       the callback left a datagram on the socket (svc->lock)
+ * @kreplies:    contexts in KREPLY waiting for @work (svc->lock)
+ * @nkreplies:   entries in @kreplies (svc->lock)
+ * @arrivals:    datagrams taken (svc->lock)
+ * @kreplied:    replies sent by the kernel (svc->lock)
+ */
+struct popup_sock {
+	struct kref refs;
+	struct rcu_head rcu;
+	struct hlist_node hash_node;
+	struct list_head proc_node;
+	struct socket *sock;
+	struct sock *sk;
+	void (*saved_data_ready)(struct sock *sk);
+	struct popup_service *svc;
+	struct popup_binding *area;
+	struct popup_method_k method;
+	u32 id;
+	int cpu;
+	int family;
+	u16 port;
+	struct work_struct work;
+
+	bool detached;
+	bool drain;
+	struct list_head kreplies;
+	u32 nkreplies;
+	u64 arrivals;
+	u64 kreplied;
+};
+
+/*
+ * The native wire protocol (include/popup/wire.h, a userspace header), for
+ * the replies the kernel sends itself on attached sockets.
+ */
+#define POPUP_WIRE_MAGIC	0x50555031U
+#define POPUP_WIRE_VERSION	1
+#define POPUP_WIRE_HDR_LEN	32
+#define POPUP_WIRE_F_REPLY	0x01
+#define POPUP_WIRE_TOOBIG	4
+#define POPUP_WIRE_BUSY		5
+#define POPUP_WIRE_ERROR	7
 
 /* main.c */
 extern struct mutex popup_lock;
@@ -321,6 +466,9 @@ int popup_services_show(struct seq_file *m, void *v);
 void popup_services_flush(struct popup_proc *proc, void *files);
 
 /* binding.c */
+struct popup_binding *popup_binding_alloc(struct popup_service *svc,
+					  u32 nslots, u32 slot_size);
+int popup_binding_publish(struct popup_binding *b);
 int popup_ioctl_import(struct popup_proc *proc, struct popup_import *imp);
 int popup_ioctl_unimport(struct popup_proc *proc, const struct popup_target *t);
 struct popup_binding *popup_binding_get(u32 id);
@@ -345,5 +493,30 @@ void popup_service_abort_locked(struct popup_service *svc,
 				struct list_head *puts);
 void popup_pool_update_locked(struct popup_service *svc);
 void popup_notice_wake_locked(struct popup_service *svc);
+struct popup_ctx *popup_ctx_alloc(gfp_t gfp);
+void popup_ctx_put(struct popup_ctx *ctx);
+struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
+					      int cpu);
+void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
+			     struct popup_waiter *w);
+void popup_ctx_finish_locked(struct popup_service *svc, struct popup_ctx *ctx,
+			     int state, struct list_head *puts);
+bool popup_replying_on_locked(struct popup_service *svc, int cpu);
+
+/* arrival.c */
+int popup_arrival_init(void);
+void popup_arrival_exit(void);
+int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at);
+int popup_ioctl_detach(struct popup_proc *proc, const struct popup_target *t);
+void popup_socks_detach(struct popup_proc *proc, struct popup_service *svc);
+void popup_dgram_abort_locked(struct popup_service *svc,
+			      struct popup_ctx *ctx, u32 kstatus,
+			      struct list_head *puts);
+int popup_dgram_fill(struct popup_ctx *ctx);
+int popup_dgram_send(struct popup_ctx *ctx, u32 len);
+void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c);
+void popup_sock_put(struct popup_sock *ps);
+int popup_arrival_show(struct seq_file *m, void *v);
+int popup_socks_show(struct seq_file *m, void *v);
 
 #endif /* _POPUP_INTERNAL_H */

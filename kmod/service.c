@@ -246,6 +246,7 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 	INIT_LIST_HEAD(&svc->running);
 	INIT_LIST_HEAD(&svc->idle);
 	INIT_LIST_HEAD(&svc->control);
+	INIT_LIST_HEAD(&svc->replying);
 	INIT_LIST_HEAD(&svc->notices);
 	init_waitqueue_head(&svc->space_wq);
 
@@ -275,9 +276,9 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 	list_add_tail(&svc->reg_node, &popup_services);
 	list_add_tail(&svc->proc_node, &proc->services);
 	proc->nservices++;
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	popup_pool_update_locked(svc);
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	mutex_unlock(&proc->lock);
 	mutex_unlock(&popup_lock);
 
@@ -319,9 +320,9 @@ void popup_service_withdraw(struct popup_service *svc)
 	}
 	mutex_unlock(&owner->lock);
 
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	popup_service_abort_locked(svc, &puts);
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	mutex_unlock(&popup_lock);
 
 	popup_binding_put_list(&puts);
@@ -337,7 +338,10 @@ int popup_ioctl_withdraw(struct popup_proc *proc, const struct popup_target *t)
 	svc = popup_service_get_owned(proc, t->id);
 	if (IS_ERR(svc))
 		return PTR_ERR(svc);
+	/* Before: no new datagrams. After: one attached meanwhile. */
+	popup_socks_detach(proc, svc);
 	popup_service_withdraw(svc);
+	popup_socks_detach(proc, svc);
 	popup_service_put(svc);
 	return 0;
 }
@@ -374,7 +378,7 @@ int popup_ioctl_set_pool(struct popup_proc *proc,
 	if (IS_ERR(svc))
 		return PTR_ERR(svc);
 
-	spin_lock(&svc->lock);
+	spin_lock_bh(&svc->lock);
 	if (svc->dead) {
 		ret = -ENOENT;
 	} else {
@@ -383,7 +387,7 @@ int popup_ioctl_set_pool(struct popup_proc *proc,
 		popup_pool_update_locked(svc);
 		wake_up_interruptible_all(&svc->space_wq);
 	}
-	spin_unlock(&svc->lock);
+	spin_unlock_bh(&svc->lock);
 	popup_service_put(svc);
 	return ret;
 }
@@ -399,7 +403,7 @@ void popup_services_flush(struct popup_proc *proc, void *files)
 
 	mutex_lock(&proc->lock);
 	list_for_each_entry(svc, &proc->services, proc_node) {
-		spin_lock(&svc->lock);
+		spin_lock_bh(&svc->lock);
 		/* Off the idle list: no call may be handed to them any more. */
 		list_for_each_entry_safe(w, tmp, &svc->idle, node) {
 			if (w->files != files)
@@ -418,7 +422,7 @@ void popup_services_flush(struct popup_proc *proc, void *files)
 			w->kicked = true;
 			wake_up_interruptible(&w->wq);
 		}
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 	}
 	mutex_unlock(&proc->lock);
 }
@@ -431,10 +435,10 @@ bool popup_services_pending(struct popup_proc *proc)
 
 	mutex_lock(&proc->lock);
 	list_for_each_entry(svc, &proc->services, proc_node) {
-		spin_lock(&svc->lock);
+		spin_lock_bh(&svc->lock);
 		if (svc->spawn_req || !list_empty(&svc->notices))
 			pending = true;
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 		if (pending)
 			break;
 	}
@@ -452,7 +456,7 @@ int popup_services_show(struct seq_file *m, void *v)
 	list_for_each_entry(svc, &popup_services, reg_node) {
 		u32 busy;
 
-		spin_lock(&svc->lock);
+		spin_lock_bh(&svc->lock);
 		busy = svc->nthreads > svc->nidle ?
 		       svc->nthreads - svc->nidle : 0;
 		seq_printf(m, "%u %s %u %d %u %u %u %u %u %llu %llu\n",
@@ -460,7 +464,7 @@ int popup_services_show(struct seq_file *m, void *v)
 			   svc->nmethods, svc->nidle, busy,
 			   svc->pool.max_threads, svc->nqueued, svc->calls,
 			   svc->errors);
-		spin_unlock(&svc->lock);
+		spin_unlock_bh(&svc->lock);
 	}
 	mutex_unlock(&popup_lock);
 	return 0;

@@ -64,7 +64,11 @@ int popup_proc_init(void)
 		return -ENOMEM;
 	if (!proc_create_single("stats", 0444, popup_proc_dir, popup_stats_show) ||
 	    !proc_create_single("services", 0444, popup_proc_dir,
-				popup_services_show)) {
+				popup_services_show) ||
+	    !proc_create_single("arrival", 0444, popup_proc_dir,
+				popup_arrival_show) ||
+	    !proc_create_single("sockets", 0444, popup_proc_dir,
+				popup_socks_show)) {
 		proc_remove(popup_proc_dir);
 		popup_proc_dir = NULL;
 		return -ENOMEM;

@@ -55,6 +55,26 @@
  *   call.result_len bytes, and call.status is the handler's status.
  *   A slot carries one call at a time; a client with N threads uses N slots.
  *
+ * Network arrival (POPUP_FEAT_ARRIVAL), server side:
+ *   for each worker socket (UDP, one per CPU with SO_REUSEPORT):
+ *     ioctl(fd, POPUP_IOC_ATTACH, &at)   (at.fd, at.service_id, at.cpu)
+ *   the pool threads' loop above also gets
+ *     POPUP_WAIT_DGRAM:  a datagram: map the receive area as a binding
+ *                        (w.ctx.binding_id is the attach id, same
+ *                        POPUP_CTX_MAP rule and UNMAP notices); the
+ *                        datagram is at base + w.ctx.slot_offset,
+ *                        w.ctx.arg_len bytes, from w.ctx.peer_*; write the
+ *                        answer in place and REPLY_WAIT with
+ *                        result_len = its length (0: send nothing)
+ *   ioctl(fd, POPUP_IOC_DETACH, &target)      (target.id = at.attach_id)
+ *   gives the socket back to userspace (datagrams not yet taken stay in
+ *   it and wake its readers); closing fd or WITHDRAW detaches as well.
+ * For a KIND_DGRAM context, REPLY (and the reply half of REPLY_WAIT) sends
+ * the datagram before returning; @status is not used. A send failure
+ * (EAGAIN when the socket's send buffer is full, ENETUNREACH, ...) is
+ * returned by REPLY, or stored in @reply_result by REPLY_WAIT, which then
+ * waits as usual; the context is finished either way.
+ *
  * Mappings: a binding mapping must be MAP_SHARED, not PROT_EXEC, exactly
  * map_size bytes at exactly map_offset. It is not inherited across fork()
  * (VM_DONTCOPY), cannot grow with mremap() (it may move), and cannot be
@@ -87,6 +107,8 @@
 #define POPUP_MAX_SERVICES	64		/* services per open file (ENOSPC) */
 #define POPUP_MAX_BINDINGS	1024		/* bindings per open file (ENOSPC) */
 #define POPUP_MAX_MAPPED	(256U << 20)	/* A-stack bytes per file (ENOSPC) */
+#define POPUP_MAX_SOCKETS	256		/* attached sockets per file (ENOSPC) */
+#define POPUP_MAX_DGRAM		(64U << 10)	/* slot_size of an attachment */
 
 /**
  * struct popup_version - POPUP_IOC_VERSION result
@@ -108,6 +130,8 @@ struct popup_version {
 #define POPUP_FEAT_STATS	(1U << 0)
 /* EXPORT/IMPORT/CALL/WAIT/REPLY and /proc/popup/services are available. */
 #define POPUP_FEAT_RPC		(1U << 1)
+/* ATTACH/DETACH of UDP sockets, KIND_DGRAM, /proc/popup/{arrival,sockets}. */
+#define POPUP_FEAT_ARRIVAL	(1U << 2)
 
 /**
  * struct popup_method - one method of an exported interface
@@ -318,7 +342,9 @@ struct popup_call {
  * REPLY errors: ENOENT (no such running context of this file; includes a
  * second reply), EINVAL (result_len > max_res), ECANCELED (the caller gave
  * up or died: the reply is discarded, the slot is released, the thread
- * carries on). Any thread of the owning file may reply.
+ * carries on). Any thread of the owning file may reply. For a datagram
+ * (KIND_DGRAM) the reply is sent to its sender: see "Network arrival"
+ * above for the send errors.
  */
 struct popup_reply {
 	__u64 ctx_id;
@@ -350,8 +376,21 @@ struct popup_reply {
  * @priority:    caller's kernel priority at CALL (0..139, lower is more
  *               urgent; nice n is 120 + n); queued calls are served
  *               lowest first, then by arrival
- * @cpu:         CPU the call was issued on
- * @reserved:    zero
+ * @cpu:         CPU the call was issued on (KIND_DGRAM: the CPU it
+ *               arrived on, or the attached socket's CPU, see popup_attach)
+ * @peer_family: KIND_DGRAM: AF_INET or AF_INET6, the sender's address
+ *               family; otherwise zero
+ * @peer_port:   KIND_DGRAM: the sender's UDP port, network byte order
+ * @peer_addr:   KIND_DGRAM: the sender's address, network byte order: 4
+ *               bytes for AF_INET, 16 for AF_INET6 (an IPv4 sender of an
+ *               AF_INET6 socket appears v4-mapped); the rest is zero
+ *
+ * KIND_DGRAM contexts (a datagram on an attached socket, see
+ * POPUP_IOC_ATTACH) use the same fields as a call: @binding_id is the
+ * attachment, the datagram is @arg_len bytes at @slot_offset of its receive
+ * area (map it as a binding: @map_offset, @map_size, POPUP_CTX_MAP), @max_res
+ * is the slot size, @method is 0, @pid, @tid are 0 and @uid, @gid are
+ * (__u32)-1 (nobody vouches for a network peer), @priority is 120.
  */
 struct popup_context {
 	__u64 ctx_id;
@@ -362,7 +401,8 @@ struct popup_context {
 	__u32 arg_len;
 	__u32 flags;
 	__u32 max_res;
-	__u32 reserved0;
+	__u16 peer_family;
+	__be16 peer_port;
 	__u64 slot_offset;
 	__u64 map_offset;
 	__u64 map_size;
@@ -372,7 +412,7 @@ struct popup_context {
 	__u32 gid;
 	__s32 priority;
 	__u32 cpu;
-	__u64 reserved[2];
+	__u8 peer_addr[16];
 };
 
 /* One-way: the caller is not waiting; the result is ignored. */
@@ -395,7 +435,8 @@ struct popup_context {
  *                up (the reply was discarded); the wait happens either way
  * @spawn:        out: start this many new pool threads; may accompany any
  *                kind
- * @ctx:          out: the call (KIND_CALL); for KIND_UNMAP only
+ * @ctx:          out: the call (KIND_CALL) or datagram (KIND_DGRAM); for
+ *                KIND_UNMAP only
  *                @binding_id, @map_offset and @map_size are set
  * @reserved:     zero
  *
@@ -440,6 +481,71 @@ struct popup_wait {
 #define POPUP_WAIT_KIND_SPAWN	2	/* only @spawn is meaningful */
 #define POPUP_WAIT_KIND_RETIRE	3	/* leave the pool: exit the thread */
 #define POPUP_WAIT_KIND_UNMAP	4	/* munmap binding @ctx.binding_id */
+#define POPUP_WAIT_KIND_DGRAM	5	/* @ctx is a datagram to answer */
+
+/* popup_attach.cpu: hand each datagram to a thread on the CPU it came in on. */
+#define POPUP_CPU_ANY		0xffffffffU
+
+/**
+ * struct popup_attach - POPUP_IOC_ATTACH argument
+ * @size:       sizeof(struct popup_attach)
+ * @flags:      zero
+ * @fd:         a UDP socket (AF_INET or AF_INET6, not UDP-Lite, without
+ *              UDP_GRO), normally bound with SO_REUSEPORT, one per CPU
+ * @service_id: a service of this file; its pool handles the datagrams
+ * @cpu:        the CPU this socket serves: its contexts report it in
+ *              popup_context.cpu and go preferably to a handler thread
+ *              waiting on it; POPUP_CPU_ANY: the CPU each datagram arrived
+ *              on
+ * @nslots:     datagrams this socket may have in flight (queued or being
+ *              handled), 1..POPUP_MAX_SLOTS; 0 selects 16. A datagram that
+ *              finds no free slot, or the service's queue full with no idle
+ *              thread, is answered BUSY by the kernel
+ * @slot_size:  largest datagram, rounded up to a page, at most
+ *              POPUP_MAX_DGRAM; 0 selects POPUP_MAX_DGRAM. Larger
+ *              datagrams are answered TOOBIG by the kernel
+ * @attach_id:  out: the attachment, for DETACH; also the @binding_id of
+ *              its contexts
+ * @map_offset: out: mmap() offset of the receive area (@nslots slots of
+ *              @slot_size bytes), as for a binding
+ * @map_size:   out: mmap() length of the receive area
+ * @reserved:   zero
+ *
+ * The module takes its own reference to the socket (closing @fd does not
+ * close it) and hooks its arrival callback; DETACH, WITHDRAW of the
+ * service or release of this file restore the socket exactly as it was.
+ * Datagrams that arrive while attached become KIND_DGRAM contexts: the
+ * payload is copied into a slot of the receive area by the WAIT that
+ * returns the context, in the handler thread, and REPLY sends
+ * @result_len bytes of that slot back to the sender from the attached
+ * socket (nothing when @result_len is 0). The wire protocol is
+ * userspace's, except for the replies the kernel sends itself, in the
+ * native format of include/popup/wire.h (32-byte header, flags REPLY,
+ * the request's method, service and req_id, len 0): status BUSY (5) when
+ * overloaded or when the service goes away before a thread took the
+ * datagram, ERROR (7) when it goes away while a handler ran it, TOOBIG (4)
+ * for a datagram over @slot_size. A request without a valid native header
+ * gets no kernel reply (counted as unanswerable in /proc/popup/arrival).
+ * Errors: ENOTSOCK (@fd is not a socket), EBADF, EPROTONOSUPPORT (not a
+ * UDP socket), EOPNOTSUPP (UDP_GRO enabled), EBUSY (the socket is
+ * attached already, or another kernel user owns its callbacks), EINVAL
+ * (@cpu is not a possible CPU, sizes out of range), ENOSPC
+ * (POPUP_MAX_SOCKETS, or POPUP_MAX_MAPPED with the A-stacks), ENOENT,
+ * EPERM (service), ENOMEM.
+ */
+struct popup_attach {
+	__u32 size;
+	__u32 flags;
+	__s32 fd;
+	__u32 service_id;
+	__u32 cpu;
+	__u32 nslots;
+	__u32 slot_size;
+	__u32 attach_id;
+	__u64 map_offset;
+	__u64 map_size;
+	__u64 reserved[2];
+};
 
 #define POPUP_IOC_VERSION	_IOR(POPUP_IOC_MAGIC, 0x00, struct popup_version)
 #define POPUP_IOC_EXPORT	_IOWR(POPUP_IOC_MAGIC, 0x01, struct popup_export)
@@ -452,5 +558,7 @@ struct popup_wait {
 #define POPUP_IOC_REPLY		_IOW(POPUP_IOC_MAGIC, 0x08, struct popup_reply)
 #define POPUP_IOC_REPLY_WAIT	_IOWR(POPUP_IOC_MAGIC, 0x09, struct popup_wait)
 #define POPUP_IOC_THREAD_EXIT	_IOW(POPUP_IOC_MAGIC, 0x0a, struct popup_target)
+#define POPUP_IOC_ATTACH	_IOWR(POPUP_IOC_MAGIC, 0x0b, struct popup_attach)
+#define POPUP_IOC_DETACH	_IOW(POPUP_IOC_MAGIC, 0x0c, struct popup_target)
 
 #endif /* _UAPI_LINUX_POPUP_H */

@@ -1,0 +1,849 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Network arrival: datagrams on popupd's worker sockets become pop-up
+ * handler contexts, without epoll and without a separate receive call.
+ *
+ * Design
+ * ======
+ * ATTACH hands the module a UDP socket (normally one SO_REUSEPORT socket
+ * per CPU, picked by popupd's BPF steering program), a service of the
+ * calling file and the CPU the socket serves. The module
+ *   - takes its own reference to the socket's file (sockfd_lookup), so the
+ *     socket lives until DETACH whatever userspace does with its fd;
+ *   - allocates a receive area: a binding of the service without a client,
+ *     nslots slots of slot_size bytes, that the server maps like any
+ *     binding (POPUP_CTX_MAP, UNMAP notices); its id is the attach id;
+ *   - hooks sk_data_ready under lock_sock and write_lock_bh(
+ *     &sk->sk_callback_lock), as sunrpc's svcsock does, saving the old
+ *     callback. sk_user_data is left alone: popupd's REUSEPORT_SOCKARRAY
+ *     owns it (SK_USER_DATA_BPF), so attachments are found through an
+ *     RCU hash keyed by the struct sock instead. A socket whose
+ *     sk_user_data belongs to another kernel user (sockmap, a tunnel, a
+ *     kernel server) is refused with EBUSY.
+ *
+ * UDP flow, one datagram:
+ *   1. softirq, sk_data_ready (popup_udp_data_ready): allocate a context
+ *      (GFP_ATOMIC) and move the skb from the socket's queue to it with
+ *      skb_recv_udp(MSG_DONTWAIT), as sockmap's udp_read_skb does from the
+ *      same callback: only the pointer moves, nothing is copied. Note the
+ *      sender (address, port) and the first 32 bytes (the native wire
+ *      header, for the kernel's own replies). Then, under svc->lock, the
+ *      pool rules of calls (call.c): take a free slot of the receive area
+ *      and hand the context to an idle thread, preferably one waiting on
+ *      the socket's CPU, or queue it; spawn requests as for calls. No slot,
+ *      or the queue at queue_limit with no idle thread: the context goes
+ *      to the socket's kernel-reply list and is answered BUSY.
+ *   2. The handler thread's WAIT (process context, the thread's own) takes
+ *      the context, verifies the checksum and copies the payload from the
+ *      skb into the slot (the one copy, the same recvmsg would make), with
+ *      svc->lock dropped (state FILL), and returns KIND_DGRAM with the slot,
+ *      the length and the sender.
+ *   3. REPLY (or REPLY_WAIT) sends result_len bytes of the slot back to
+ *      the sender with kernel_sendmsg on the attached socket, in the
+ *      handler's thread (state SEND, lock dropped), then frees the slot.
+ *      REPLY_WAIT then waits for the next context: one system call per
+ *      request.
+ * Anything the callback cannot do waits for the socket's work item
+ * (popup_wq), which runs in process context: kernel replies (BUSY,
+ * TOOBIG, and BUSY/ERROR for contexts aborted by a withdrawal), and
+ * datagrams left on the socket because no context could be allocated
+ * (drained with GFP_KERNEL). Every datagram taken ends in a handler, a
+ * kernel reply or a counter of /proc/popup/arrival; none is dropped
+ * silently.
+ *
+ * Detach (DETACH, WITHDRAW, release of the file): unhook under the same
+ * locks, putting sk_data_ready back exactly; synchronize_rcu(), after which
+ * no callback runs with the attachment (every path into sk_data_ready for
+ * UDP runs in an RCU read-side section, and ours takes its own); stop the
+ * drain and flush the work item; wake the socket's old readers if
+ * datagrams are left, so userspace can take over; drop the receive area's
+ * ownership (UNMAP notice if the server maps it). Contexts in flight keep
+ * the attachment (and the socket) alive and still get their replies. The
+ * files referencing the module pin it while sockets are attached; module
+ * exit drains the work queue before the code goes.
+ *
+ * Lock order additions (see main.c): proc->lock, then lock_sock(sk), then
+ * sk->sk_callback_lock, then popup_sock_lock; svc->lock is never held with
+ * any of them and is taken with bottom halves disabled everywhere because
+ * the callback takes it in softirq.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cpumask.h>
+#include <linux/err.h>
+#include <linux/file.h>
+#include <linux/hashtable.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ipv6.h>
+#include <linux/net.h>
+#include <linux/seq_file.h>
+#include <linux/skbuff.h>
+#include <linux/slab.h>
+#include <linux/udp.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
+#include <net/sock.h>
+#include <net/udp.h>
+#include <asm/unaligned.h>
+
+#include "popup_internal.h"
+
+DEFINE_PER_CPU(struct popup_arr_stats, popup_arr_stats);
+
+/* Kernel replies and deferred drains of attached sockets. */
+static struct workqueue_struct *popup_wq;
+
+/* Attached sockets by struct sock: writers under popup_sock_lock, RCU. */
+static DEFINE_SPINLOCK(popup_sock_lock);
+static DEFINE_HASHTABLE(popup_sock_hash, 7);
+
+#define POPUP_DGRAM_SLOTS	16	/* default nslots */
+#define POPUP_KREPLY_MAX	1024	/* kernel replies pending per socket */
+#define POPUP_DRAIN_BATCH	256	/* datagrams per run of the worker */
+
+static void popup_udp_data_ready(struct sock *sk);
+
+static void popup_sock_release(struct kref *kref)
+{
+	struct popup_sock *ps = container_of(kref, struct popup_sock, refs);
+
+	sockfd_put(ps->sock);		/* fput: defers, safe in any context */
+	popup_service_put(ps->svc);
+	kfree_rcu(ps, rcu);
+}
+
+/* Atomic-safe. */
+void popup_sock_put(struct popup_sock *ps)
+{
+	kref_put(&ps->refs, popup_sock_release);
+}
+
+/* Queue the socket's work item; it holds a reference while queued. */
+static void popup_sock_kick(struct popup_sock *ps)
+{
+	kref_get(&ps->refs);
+	if (!queue_work(popup_wq, &ps->work))
+		popup_sock_put(ps);	/* queued already; not the last */
+}
+
+static struct popup_sock *popup_sock_lookup_rcu(struct sock *sk)
+{
+	struct popup_sock *ps;
+
+	hash_for_each_possible_rcu(popup_sock_hash, ps, hash_node,
+				   (unsigned long)sk)
+		if (ps->sk == sk)
+			return ps;
+	return NULL;
+}
+
+/*
+ * Answer @ctx in the kernel with wire status @kstatus, from the worker.
+ * The context holds no slot. Takes over the caller's context reference.
+ */
+static void popup_kreply_queue_locked(struct popup_sock *ps,
+				      struct popup_ctx *ctx, u32 kstatus)
+{
+	lockdep_assert_held(&ps->svc->lock);
+	if (ps->nkreplies >= POPUP_KREPLY_MAX) {
+		popup_arr_inc(POPUP_ARR_LOST);
+		popup_ctx_put(ctx);
+		return;
+	}
+	ctx->kstatus = kstatus;
+	ctx->state = POPUP_CTX_KREPLY;
+	list_add_tail(&ctx->node, &ps->kreplies);
+	ps->nkreplies++;
+	popup_sock_kick(ps);
+}
+
+/*
+ * The service went away (or is going) with datagram @ctx in flight: free
+ * its slot and have it answered @kstatus (BUSY if no handler saw it, ERROR
+ * if one was running it).
+ */
+void popup_dgram_abort_locked(struct popup_service *svc,
+			      struct popup_ctx *ctx, u32 kstatus,
+			      struct list_head *puts)
+{
+	lockdep_assert_held(&svc->lock);
+	kref_get(&ctx->refs);		/* for the kernel-reply list */
+	popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
+	popup_arr_inc(POPUP_ARR_ABORTED);
+	popup_kreply_queue_locked(ctx->psock, ctx, kstatus);
+}
+
+/* Note the sender of @skb in @ctx, as udp(v6)_recvmsg reports it. */
+static void popup_udp_peer(struct popup_sock *ps, struct sk_buff *skb,
+			   struct popup_ctx *ctx)
+{
+#if IS_ENABLED(CONFIG_IPV6)
+	if (ps->family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ctx->peer;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = udp_hdr(skb)->source;
+		sin6->sin6_flowinfo = 0;
+		if (skb->protocol == htons(ETH_P_IP)) {
+			ipv6_addr_set_v4mapped(ip_hdr(skb)->saddr,
+					       &sin6->sin6_addr);
+			sin6->sin6_scope_id = 0;
+		} else {
+			sin6->sin6_addr = ipv6_hdr(skb)->saddr;
+			sin6->sin6_scope_id =
+				ipv6_iface_scope_id(&sin6->sin6_addr,
+						    inet6_iif(skb));
+		}
+		ctx->peer_len = sizeof(*sin6);
+		return;
+	}
+#endif
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ctx->peer;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = udp_hdr(skb)->source;
+		sin->sin_addr.s_addr = ip_hdr(skb)->saddr;
+		ctx->peer_len = sizeof(*sin);
+	}
+}
+
+/*
+ * Datagram @skb, just taken from @ps's socket, becomes context @ctx: handed
+ * to a thread, queued, or answered by the kernel. Any context; takes over
+ * @ctx and @skb.
+ */
+static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
+			     struct sk_buff *skb)
+{
+	struct popup_service *svc = ps->svc;
+	struct popup_binding *b = ps->area;
+	struct popup_waiter *w = NULL;
+	u32 kstatus = 0, spawn;
+	unsigned int slot = 0;
+
+	popup_arr_inc(POPUP_ARR_ARRIVALS);
+	kref_get(&ps->refs);
+	ctx->psock = ps;
+	ctx->skb = skb;
+	ctx->binding = b;
+	ctx->method = &ps->method;
+	ctx->arg_len = skb->len;
+	ctx->prio = DEFAULT_PRIO;
+	ctx->cpu = ps->cpu >= 0 ? ps->cpu : raw_smp_processor_id();
+	ctx->hdr_len = min_t(u32, skb->len, sizeof(ctx->hdr));
+	if (skb_copy_bits(skb, 0, ctx->hdr, ctx->hdr_len))
+		ctx->hdr_len = 0;
+	popup_udp_peer(ps, skb, ctx);
+
+	spin_lock_bh(&svc->lock);
+	ps->arrivals++;
+	if (svc->dead || ps->detached) {
+		kstatus = POPUP_WIRE_BUSY;
+		popup_arr_inc(POPUP_ARR_ABORTED);
+	} else if (skb->len > b->slot_size) {
+		kstatus = POPUP_WIRE_TOOBIG;
+		popup_arr_inc(POPUP_ARR_TOOBIG);
+	} else {
+		slot = ~b->busy ? __ffs64(~b->busy) : POPUP_MAX_SLOTS;
+		w = popup_pick_waiter_locked(svc, ctx->cpu);
+		if (w && w->cpu != ctx->cpu &&
+		    svc->nqueued < svc->pool.queue_limit &&
+		    popup_replying_on_locked(svc, ctx->cpu))
+			w = NULL;	/* queue it for the local thread */
+		if (slot >= b->nslots ||
+		    (!w && svc->nqueued >= svc->pool.queue_limit)) {
+			popup_pool_update_locked(svc);
+			kstatus = POPUP_WIRE_BUSY;
+			popup_arr_inc(POPUP_ARR_BUSY);
+		}
+	}
+	if (kstatus) {
+		popup_kreply_queue_locked(ps, ctx, kstatus);
+	} else {
+		ctx->slot = slot;
+		spawn = svc->spawn_req;
+		popup_call_start_locked(svc, ctx, w);
+		popup_arr_inc(w ? POPUP_ARR_HANDOFFS : POPUP_ARR_QUEUED);
+		if (!spawn && svc->spawn_req)
+			popup_arr_inc(POPUP_ARR_SPAWNS);
+	}
+	spin_unlock_bh(&svc->lock);
+}
+
+/* Not (or no longer) ours: pass the event to whoever has the socket now. */
+static void popup_data_ready_fallback(struct sock *sk)
+{
+	void (*fn)(struct sock *sk);
+
+	read_lock_bh(&sk->sk_callback_lock);
+	fn = sk->sk_data_ready;
+	read_unlock_bh(&sk->sk_callback_lock);
+	if (fn != popup_udp_data_ready)
+		fn(sk);
+}
+
+/*
+ * sk_data_ready of an attached UDP socket: softirq, once per datagram
+ * queued (__udp_enqueue_schedule_skb).
+ */
+static void popup_udp_data_ready(struct sock *sk)
+{
+	struct popup_sock *ps;
+	struct popup_ctx *ctx;
+	struct sk_buff *skb;
+	int err;
+
+	rcu_read_lock();
+	ps = popup_sock_lookup_rcu(sk);
+	if (unlikely(!ps)) {
+		rcu_read_unlock();
+		popup_data_ready_fallback(sk);
+		return;
+	}
+	ctx = popup_ctx_alloc(GFP_ATOMIC);
+	if (unlikely(!ctx)) {
+		/* Leave the datagram queued for the worker. */
+		popup_arr_inc(POPUP_ARR_NOMEM);
+		spin_lock_bh(&ps->svc->lock);
+		ps->drain = true;
+		spin_unlock_bh(&ps->svc->lock);
+		popup_sock_kick(ps);
+		goto out;
+	}
+	skb = skb_recv_udp(sk, MSG_DONTWAIT, &err);
+	if (!skb) {
+		popup_arr_inc(POPUP_ARR_SPURIOUS);
+		popup_ctx_put(ctx);
+		goto out;
+	}
+	popup_udp_arrive(ps, ctx, skb);
+out:
+	rcu_read_unlock();
+}
+
+/* Worker: take what the callback left on the socket, with GFP_KERNEL. */
+static void popup_udp_drain(struct popup_sock *ps)
+{
+	struct popup_ctx *ctx;
+	struct sk_buff *skb;
+	int n, err;
+
+	for (n = 0; n < POPUP_DRAIN_BATCH; n++) {
+		if (READ_ONCE(ps->detached))
+			return;
+		ctx = popup_ctx_alloc(GFP_KERNEL);
+		skb = skb_recv_udp(ps->sk, MSG_DONTWAIT, &err);
+		if (!skb) {
+			if (ctx)
+				popup_ctx_put(ctx);
+			return;
+		}
+		if (!ctx) {
+			popup_arr_inc(POPUP_ARR_LOST);
+			kfree_skb(skb);
+			continue;
+		}
+		popup_udp_arrive(ps, ctx, skb);
+		cond_resched();
+	}
+	/* More may be left: come back after the kernel replies. */
+	spin_lock_bh(&ps->svc->lock);
+	ps->drain = true;
+	spin_unlock_bh(&ps->svc->lock);
+	popup_sock_kick(ps);
+}
+
+/* Send a bare native reply header with @ctx->kstatus to its sender. */
+static void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
+{
+	const u8 *h = ctx->hdr;
+	u8 rep[POPUP_WIRE_HDR_LEN];
+	struct msghdr msg = {
+		.msg_name = &ctx->peer,
+		.msg_namelen = ctx->peer_len,
+		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
+	};
+	struct kvec kv = { .iov_base = rep, .iov_len = sizeof(rep) };
+	int ret;
+
+	/* Only a well-formed request gets an answer; never a reply. */
+	if (ctx->hdr_len < POPUP_WIRE_HDR_LEN ||
+	    get_unaligned_be32(h) != POPUP_WIRE_MAGIC ||
+	    h[4] != POPUP_WIRE_VERSION || (h[5] & POPUP_WIRE_F_REPLY)) {
+		popup_arr_inc(POPUP_ARR_UNANSWERABLE);
+		return;
+	}
+	memset(rep, 0, sizeof(rep));
+	put_unaligned_be32(POPUP_WIRE_MAGIC, rep);
+	rep[4] = POPUP_WIRE_VERSION;
+	rep[5] = POPUP_WIRE_F_REPLY;
+	memcpy(rep + 6, h + 6, 6);		/* method, service */
+	put_unaligned_be32(ctx->kstatus, rep + 12);
+	memcpy(rep + 16, h + 16, 8);		/* req_id */
+	ret = kernel_sendmsg(ps->sock, &msg, &kv, 1, sizeof(rep));
+	if (ret < 0)
+		popup_arr_inc(POPUP_ARR_TXERR);
+	else
+		WRITE_ONCE(ps->kreplied, ps->kreplied + 1);
+}
+
+static void popup_sock_work(struct work_struct *work)
+{
+	struct popup_sock *ps = container_of(work, struct popup_sock, work);
+	struct popup_service *svc = ps->svc;
+	struct popup_ctx *ctx, *tmp;
+	LIST_HEAD(list);
+	bool drain;
+
+	spin_lock_bh(&svc->lock);
+	drain = ps->drain && !ps->detached;
+	ps->drain = false;
+	spin_unlock_bh(&svc->lock);
+	if (drain)
+		popup_udp_drain(ps);
+
+	spin_lock_bh(&svc->lock);
+	list_splice_init(&ps->kreplies, &list);
+	ps->nkreplies = 0;
+	spin_unlock_bh(&svc->lock);
+	list_for_each_entry_safe(ctx, tmp, &list, node) {
+		list_del_init(&ctx->node);
+		popup_kreply_send(ps, ctx);
+		popup_ctx_put(ctx);
+		cond_resched();
+	}
+	popup_sock_put(ps);		/* the work's reference */
+}
+
+/*
+ * WAIT, in the handler's thread, @ctx in FILL: check the datagram and copy
+ * it into its slot. -EBADMSG: bad checksum, dropped as UDP drops it.
+ */
+int popup_dgram_fill(struct popup_ctx *ctx)
+{
+	struct popup_binding *b = ctx->binding;
+	struct sk_buff *skb = ctx->skb;
+	u64 pos = (u64)ctx->slot * b->slot_size;
+	u32 off, len = skb->len;
+
+	ctx->skb = NULL;
+	if (!udp_skb_csum_unnecessary(skb) &&
+	    __udp_lib_checksum_complete(skb)) {
+		atomic_inc(&ctx->psock->sk->sk_drops);
+		popup_arr_inc(POPUP_ARR_CSUM);
+		kfree_skb(skb);
+		return -EBADMSG;
+	}
+	for (off = 0; off < len; ) {
+		u64 at = pos + off;
+		u32 poff = offset_in_page(at);
+		u32 n = min_t(u32, len - off, PAGE_SIZE - poff);
+		int err;
+
+		err = skb_copy_bits(skb, off,
+				    page_address(b->pages[at >> PAGE_SHIFT]) +
+				    poff, n);
+		if (WARN_ON_ONCE(err)) {
+			kfree_skb(skb);
+			return err;
+		}
+		off += n;
+	}
+	consume_skb(skb);
+	return 0;
+}
+
+/*
+ * REPLY, in the handler's thread, @ctx in SEND: send the first @len bytes
+ * of its slot to the sender. Returns 0 or the send error (never ENOENT or
+ * EINVAL, which mean "not replied" to REPLY_WAIT).
+ */
+int popup_dgram_send(struct popup_ctx *ctx, u32 len)
+{
+	struct kvec kv[POPUP_MAX_DGRAM / PAGE_SIZE];
+	struct popup_binding *b = ctx->binding;
+	u64 pos = (u64)ctx->slot * b->slot_size;
+	struct msghdr msg = {
+		.msg_name = &ctx->peer,
+		.msg_namelen = ctx->peer_len,
+		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
+	};
+	u32 off, n = 0;
+	int ret;
+
+	if (!len) {
+		popup_arr_inc(POPUP_ARR_NOREPLY);
+		return 0;
+	}
+	for (off = 0; off < len && n < ARRAY_SIZE(kv); n++) {
+		u64 at = pos + off;
+		u32 poff = offset_in_page(at);
+
+		kv[n].iov_base = page_address(b->pages[at >> PAGE_SHIFT]) +
+				 poff;
+		kv[n].iov_len = min_t(u32, len - off, PAGE_SIZE - poff);
+		off += kv[n].iov_len;
+	}
+	ret = kernel_sendmsg(ctx->psock->sock, &msg, kv, n, len);
+	if (ret < 0) {
+		popup_arr_inc(POPUP_ARR_TXERR);
+		return ret == -ENOENT || ret == -EINVAL ? -EIO : ret;
+	}
+	popup_arr_inc(POPUP_ARR_REPLIES);
+	return 0;
+}
+
+/* The datagram-specific fields of @c, after the common ones (call.c). */
+void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c)
+{
+	const struct sockaddr_in6 *sin6 = (const void *)&ctx->peer;
+	const struct sockaddr_in *sin = (const void *)&ctx->peer;
+
+	c->method = 0;
+	c->pid = 0;
+	c->tid = 0;
+	c->uid = (u32)-1;
+	c->gid = (u32)-1;
+	c->peer_family = sin->sin_family;
+	c->peer_port = sin->sin_port;
+	if (sin->sin_family == AF_INET6)
+		memcpy(c->peer_addr, &sin6->sin6_addr, 16);
+	else
+		memcpy(c->peer_addr, &sin->sin_addr, 4);
+	popup_arr_inc(raw_smp_processor_id() == ctx->cpu ? POPUP_ARR_LOCAL :
+		      POPUP_ARR_REMOTE);
+}
+
+/* Install our callback on @ps->sk; -EBUSY if the socket is taken. */
+static int popup_sock_hook(struct popup_sock *ps)
+{
+	struct sock *sk = ps->sk;
+	struct popup_sock *other;
+	uintptr_t ud;
+	int ret = 0;
+
+	lock_sock(sk);
+	write_lock_bh(&sk->sk_callback_lock);
+	ud = (uintptr_t)sk->sk_user_data;
+	if (ud && !(ud & SK_USER_DATA_BPF)) {
+		ret = -EBUSY;		/* another kernel user owns it */
+		goto out;
+	}
+	spin_lock(&popup_sock_lock);
+	hash_for_each_possible(popup_sock_hash, other, hash_node,
+			       (unsigned long)sk)
+		if (other->sk == sk)
+			ret = -EBUSY;
+	if (!ret)
+		hash_add_rcu(popup_sock_hash, &ps->hash_node,
+			     (unsigned long)sk);
+	spin_unlock(&popup_sock_lock);
+	if (ret)
+		goto out;
+	ps->saved_data_ready = sk->sk_data_ready;
+	WRITE_ONCE(sk->sk_data_ready, popup_udp_data_ready);
+	ps->port = ntohs(inet_sk(sk)->inet_sport);
+out:
+	write_unlock_bh(&sk->sk_callback_lock);
+	release_sock(sk);
+	return ret;
+}
+
+/* Put the socket's callback back; no new callback finds @ps after this. */
+static void popup_sock_unhook(struct popup_sock *ps)
+{
+	struct sock *sk = ps->sk;
+
+	lock_sock(sk);
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_data_ready == popup_udp_data_ready)
+		WRITE_ONCE(sk->sk_data_ready, ps->saved_data_ready);
+	spin_lock(&popup_sock_lock);
+	hash_del_rcu(&ps->hash_node);
+	spin_unlock(&popup_sock_lock);
+	write_unlock_bh(&sk->sk_callback_lock);
+	release_sock(sk);
+}
+
+/*
+ * Detach the sockets on @list (linked by proc_node, already off their
+ * file's list): one grace period for all of them.
+ */
+static void popup_socks_detach_list(struct list_head *list)
+{
+	struct popup_sock *ps, *tmp;
+
+	if (list_empty(list))
+		return;
+	list_for_each_entry(ps, list, proc_node)
+		popup_sock_unhook(ps);
+	synchronize_rcu();		/* callbacks in flight are done */
+
+	list_for_each_entry_safe(ps, tmp, list, proc_node) {
+		struct popup_service *svc = ps->svc;
+		struct sock *sk = ps->sk;
+		LIST_HEAD(puts);
+
+		spin_lock_bh(&svc->lock);
+		ps->detached = true;
+		spin_unlock_bh(&svc->lock);
+		flush_work(&ps->work);	/* drains stop, replies go out */
+
+		/* Leftovers are userspace's again: tell its readers. */
+		if (!skb_queue_empty_lockless(&sk->sk_receive_queue) ||
+		    !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue))
+			ps->saved_data_ready(sk);
+
+		spin_lock_bh(&svc->lock);
+		popup_binding_active_put_locked(ps->area, &puts);
+		spin_unlock_bh(&svc->lock);
+		popup_binding_put_list(&puts);
+
+		list_del_init(&ps->proc_node);
+		popup_sock_put(ps);	/* the attachment's reference */
+	}
+}
+
+/* Detach @proc's sockets attached to @svc, or all of them if NULL. */
+void popup_socks_detach(struct popup_proc *proc, struct popup_service *svc)
+{
+	struct popup_sock *ps, *tmp;
+	LIST_HEAD(list);
+
+	mutex_lock(&proc->lock);
+	list_for_each_entry_safe(ps, tmp, &proc->socks, proc_node) {
+		if (svc && ps->svc != svc)
+			continue;
+		list_move_tail(&ps->proc_node, &list);
+		proc->nsocks--;
+		proc->mapped -= ps->area->map_size;
+	}
+	mutex_unlock(&proc->lock);
+	popup_socks_detach_list(&list);
+}
+
+int popup_ioctl_detach(struct popup_proc *proc, const struct popup_target *t)
+{
+	struct popup_sock *ps;
+	LIST_HEAD(list);
+
+	if (t->flags || t->reserved)
+		return -EINVAL;
+	mutex_lock(&proc->lock);
+	list_for_each_entry(ps, &proc->socks, proc_node) {
+		if (ps->id != t->id)
+			continue;
+		list_move_tail(&ps->proc_node, &list);
+		proc->nsocks--;
+		proc->mapped -= ps->area->map_size;
+		break;
+	}
+	mutex_unlock(&proc->lock);
+	if (list_empty(&list))
+		return -ENOENT;
+	popup_socks_detach_list(&list);
+	return 0;
+}
+
+/* Check the socket of @at and take a reference to it. */
+static struct socket *popup_attach_sock(const struct popup_attach *at)
+{
+	struct socket *sock;
+	struct sock *sk;
+	int err;
+
+	sock = sockfd_lookup(at->fd, &err);
+	if (!sock)
+		return ERR_PTR(err);
+	sk = sock->sk;
+	err = -EPROTONOSUPPORT;
+	if (!sk || sk->sk_type != SOCK_DGRAM ||
+	    sk->sk_protocol != IPPROTO_UDP ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		goto err_put;
+	err = -EOPNOTSUPP;
+	if (udp_test_bit(GRO_ENABLED, sk))
+		goto err_put;
+	return sock;
+
+err_put:
+	sockfd_put(sock);
+	return ERR_PTR(err);
+}
+
+int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
+{
+	struct popup_service *svc;
+	struct popup_binding *b;
+	struct popup_sock *ps;
+	struct socket *sock;
+	u32 nslots = at->nslots ?: POPUP_DGRAM_SLOTS;
+	u32 slot_size = at->slot_size ?: POPUP_MAX_DGRAM;
+	LIST_HEAD(puts);
+	int ret;
+
+	if (at->flags || at->reserved[0] || at->reserved[1])
+		return -EINVAL;
+	if (at->cpu != POPUP_CPU_ANY &&
+	    (at->cpu >= nr_cpu_ids || !cpu_possible(at->cpu)))
+		return -EINVAL;
+	if (nslots > POPUP_MAX_SLOTS || slot_size > POPUP_MAX_DGRAM)
+		return -EINVAL;
+	slot_size = PAGE_ALIGN(slot_size);
+
+	svc = popup_service_get_owned(proc, at->service_id);
+	if (IS_ERR(svc))
+		return PTR_ERR(svc);
+	sock = popup_attach_sock(at);
+	if (IS_ERR(sock)) {
+		popup_service_put(svc);
+		return PTR_ERR(sock);
+	}
+	ps = kzalloc(sizeof(*ps), GFP_KERNEL_ACCOUNT);
+	if (!ps) {
+		sockfd_put(sock);
+		popup_service_put(svc);
+		return -ENOMEM;
+	}
+	kref_init(&ps->refs);
+	INIT_HLIST_NODE(&ps->hash_node);
+	INIT_LIST_HEAD(&ps->proc_node);
+	INIT_LIST_HEAD(&ps->kreplies);
+	INIT_WORK(&ps->work, popup_sock_work);
+	ps->sock = sock;		/* our references move to ps */
+	ps->sk = sock->sk;
+	ps->svc = svc;
+	ps->family = sock->sk->sk_family;
+	ps->cpu = at->cpu == POPUP_CPU_ANY ? -1 : (int)at->cpu;
+	ps->method.max_arg = slot_size;
+	ps->method.max_res = slot_size;
+
+	kref_get(&svc->refs);		/* taken over by the area */
+	b = popup_binding_alloc(svc, nslots, slot_size);
+	if (IS_ERR(b)) {
+		popup_sock_put(ps);
+		return PTR_ERR(b);
+	}
+
+	mutex_lock(&proc->lock);
+	ret = -EBADF;
+	if (proc->dead)
+		goto err_unlock;
+	ret = -ENOSPC;
+	if (proc->nsocks >= POPUP_MAX_SOCKETS ||
+	    proc->mapped + b->map_size > POPUP_MAX_MAPPED)
+		goto err_unlock;
+	ret = -ENOENT;
+	if (READ_ONCE(svc->dead))
+		goto err_unlock;
+	ret = popup_binding_publish(b);
+	if (ret)
+		goto err_unlock;
+	ps->area = b;
+	ps->id = b->id;
+	ret = popup_sock_hook(ps);
+	if (ret)
+		goto err_unlock;
+	list_add_tail(&ps->proc_node, &proc->socks);
+	proc->nsocks++;
+	proc->mapped += b->map_size;
+	mutex_unlock(&proc->lock);
+
+	at->attach_id = ps->id;
+	at->slot_size = slot_size;
+	at->nslots = nslots;
+	at->map_offset = (u64)ps->id << PAGE_SHIFT;
+	at->map_size = b->map_size;
+
+	/* Datagrams queued before the hook: the worker takes them. */
+	spin_lock_bh(&svc->lock);
+	ps->drain = true;
+	spin_unlock_bh(&svc->lock);
+	popup_sock_kick(ps);
+	return 0;
+
+err_unlock:
+	mutex_unlock(&proc->lock);
+	/* The area may be mapped already: drop it as a dead binding. */
+	spin_lock_bh(&svc->lock);
+	popup_binding_active_put_locked(b, &puts);
+	spin_unlock_bh(&svc->lock);
+	popup_binding_put_list(&puts);
+	popup_sock_put(ps);
+	return ret;
+}
+
+/* /proc/popup/arrival: per-CPU counters of the arrival path. */
+static const char *const popup_arr_names[POPUP_NR_ARR_STATS] = {
+	[POPUP_ARR_ARRIVALS] = "arrivals",
+	[POPUP_ARR_HANDOFFS] = "handoffs",
+	[POPUP_ARR_QUEUED] = "queued",
+	[POPUP_ARR_SPAWNS] = "spawns",
+	[POPUP_ARR_LOCAL] = "local",
+	[POPUP_ARR_REMOTE] = "remote",
+	[POPUP_ARR_REPLIES] = "replies",
+	[POPUP_ARR_NOREPLY] = "noreply",
+	[POPUP_ARR_BUSY] = "busy",
+	[POPUP_ARR_TOOBIG] = "toobig",
+	[POPUP_ARR_ABORTED] = "aborted",
+	[POPUP_ARR_CSUM] = "csum",
+	[POPUP_ARR_UNANSWERABLE] = "unanswerable",
+	[POPUP_ARR_NOMEM] = "nomem",
+	[POPUP_ARR_LOST] = "lost",
+	[POPUP_ARR_TXERR] = "txerr",
+	[POPUP_ARR_SPURIOUS] = "spurious",
+};
+
+int popup_arrival_show(struct seq_file *m, void *v)
+{
+	int cpu, s;
+
+	seq_puts(m, "cpu");
+	for (s = 0; s < POPUP_NR_ARR_STATS; s++)
+		seq_printf(m, " %s", popup_arr_names[s]);
+	seq_putc(m, '\n');
+	for_each_possible_cpu(cpu) {
+		const struct popup_arr_stats *st =
+			per_cpu_ptr(&popup_arr_stats, cpu);
+
+		seq_printf(m, "%d", cpu);
+		for (s = 0; s < POPUP_NR_ARR_STATS; s++)
+			seq_printf(m, " %llu", READ_ONCE(st->count[s]));
+		seq_putc(m, '\n');
+	}
+	return 0;
+}
+
+/* /proc/popup/sockets: one line per attached socket. */
+int popup_socks_show(struct seq_file *m, void *v)
+{
+	struct popup_sock *ps;
+	int bkt;
+
+	seq_puts(m, "id service proto family port cpu nslots slot_size inflight arrivals kreplies\n");
+	rcu_read_lock();
+	hash_for_each_rcu(popup_sock_hash, bkt, ps, hash_node)
+		seq_printf(m, "%u %u udp %s %u %d %u %u %u %llu %llu\n",
+			   ps->id, ps->svc->id,
+			   ps->family == AF_INET6 ? "inet6" : "inet",
+			   ps->port, ps->cpu, ps->area->nslots,
+			   ps->area->slot_size,
+			   (unsigned int)hweight64(READ_ONCE(ps->area->busy)),
+			   READ_ONCE(ps->arrivals), READ_ONCE(ps->kreplied));
+	rcu_read_unlock();
+	return 0;
+}
+
+int popup_arrival_init(void)
+{
+	popup_wq = alloc_workqueue("popup_arrival", 0, 0);
+	return popup_wq ? 0 : -ENOMEM;
+}
+
+/* No file is open: only work items of detached sockets may be left. */
+void popup_arrival_exit(void)
+{
+	destroy_workqueue(popup_wq);
+}
