@@ -81,6 +81,46 @@ bench: deps
 	$(Q)$(MAKE) all
 	$(Q)scripts/bench.sh
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: programs, service plugins,
+# libpopup and its headers, man pages, the systemd unit, an example
+# configuration (never over an existing one) and the DKMS source tree of
+# popup.ko under /usr/src/popup-$(POPUP_VERSION).
+PREFIX ?= /usr/local
+POPUP_VERSION ?= 0.1
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(LIBDIR)/systemd/system
+DKMSDIR ?= /usr/src/popup-$(POPUP_VERSION)
+
+install: userspace
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(LIBDIR)/popup/services $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCLUDEDIR)/popup $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/popup $(DESTDIR)$(DKMSDIR)
+	$(Q)install -m 0755 $(O)/bin/popupd $(DESTDIR)$(SBINDIR)/popupd
+	$(Q)install -m 0755 $(O)/bin/popupctl $(O)/bin/popup-bench $(DESTDIR)$(BINDIR)/
+	$(Q)install -m 0755 $(O)/lib/popup/services/*.so $(DESTDIR)$(LIBDIR)/popup/services/
+	$(Q)cp -P $(O)/lib/libpopup.so* $(DESTDIR)$(LIBDIR)/
+	$(Q)install -m 0644 $(O)/lib/libpopup.a $(DESTDIR)$(LIBDIR)/
+	$(Q)install -m 0644 $(O)/lib/libpopup.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(Q)install -m 0644 include/popup/*.h $(DESTDIR)$(INCLUDEDIR)/popup/
+	$(Q)install -m 0644 man/popupd.8 man/popupctl.8 $(DESTDIR)$(MANDIR)/man8/
+	$(Q)sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		dist/popupd.service >$(DESTDIR)$(UNITDIR)/popupd.service
+	$(Q)test -e $(DESTDIR)$(SYSCONFDIR)/popup/popupd.conf || \
+		sed 's|^;plugin_dir = .*|plugin_dir = $(LIBDIR)/popup/services|' \
+		dist/popupd.conf >$(DESTDIR)$(SYSCONFDIR)/popup/popupd.conf
+	$(Q)cp -r Kbuild kmod include $(DESTDIR)$(DKMSDIR)/
+	$(Q)rm -f $(DESTDIR)$(DKMSDIR)/kmod/*.o $(DESTDIR)$(DKMSDIR)/kmod/*.ko \
+		$(DESTDIR)$(DKMSDIR)/kmod/*.mod* $(DESTDIR)$(DKMSDIR)/kmod/.*.cmd \
+		$(DESTDIR)$(DKMSDIR)/kmod/modules.order $(DESTDIR)$(DKMSDIR)/kmod/Module.symvers
+	$(Q)sed 's|@VERSION@|$(POPUP_VERSION)|' dist/dkms.conf >$(DESTDIR)$(DKMSDIR)/dkms.conf
+	@echo "installed under $(DESTDIR)$(PREFIX); DKMS sources in $(DESTDIR)$(DKMSDIR)"
+
 clean:
 	$(Q)rm -rf $(O)
 	$(Q)test ! -d $(KDIR) || $(MAKE) -C $(KDIR) M=$(TOPDIR) clean

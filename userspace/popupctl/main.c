@@ -2,10 +2,14 @@
 /*
  * popupctl: inspect and drive a running popup system.
  *
- *   popupctl version            module and API version (/dev/popup)
- *   popupctl stats [--json] [--watch SEC]
+ *   popupctl version [--json]   module and API version (/dev/popup)
+ *   popupctl stats [--json] [--watch SEC] [--connect HOST:PORT]
  *                               per-CPU requests, share, locality, BPF
- *                               selections and fallbacks, balance max/min
+ *                               selections and fallbacks, balance max/min;
+ *                               then per service: calls, errors, p50/p99,
+ *                               threads idle/busy/max, queue, spawns
+ *   popupctl services [--json] [--connect HOST:PORT]
+ *   popupctl call SERVICE.METHOD [ARG|-] [--json] [--connect HOST:PORT]
  *
  * Subcommands are a table; each parses its own options. Usage errors exit
  * 2 with a one-line hint; a missing module, device, daemon or permission
@@ -24,10 +28,9 @@
 #include <unistd.h>
 
 #include "popup/stats.h"
+#include "popupctl.h"
 #include "steer.h"
 #include "uapi/linux/popup.h"
-
-#define EXIT_USAGE 2
 
 struct cmd {
 	const char *name;
@@ -47,10 +50,11 @@ static void usage_error(const char *fmt, const char *arg)
 static int cmd_version(int argc, char **argv)
 {
 	struct popup_version ver;
+	bool json = argc == 2 && !strcmp(argv[1], "--json");
 	int fd;
 
-	if (argc > 1) {
-		usage_error("version takes no argument, got '%s'", argv[1]);
+	if (argc > 1 && !json) {
+		usage_error("version takes only --json, got '%s'", argv[1]);
 		return EXIT_USAGE;
 	}
 	fd = open("/dev/" POPUP_DEVICE_NAME, O_RDONLY | O_CLOEXEC);
@@ -69,8 +73,13 @@ static int cmd_version(int argc, char **argv)
 		return 1;
 	}
 	close(fd);
-	printf("popup.ko api %u (userspace api %u), features 0x%x, %u CPU ids\n",
-	       ver.api_version, POPUP_API_VERSION, ver.features, ver.nr_cpu_ids);
+	if (json)
+		printf("{\"api_version\":%u,\"userspace_api_version\":%u,\"features\":%u,"
+		       "\"nr_cpu_ids\":%u}\n", ver.api_version, POPUP_API_VERSION,
+		       ver.features, ver.nr_cpu_ids);
+	else
+		printf("popup.ko api %u (userspace api %u), features 0x%x, %u CPU ids\n",
+		       ver.api_version, POPUP_API_VERSION, ver.features, ver.nr_cpu_ids);
 	return ver.api_version == POPUP_API_VERSION ? 0 : 1;
 }
 
@@ -81,6 +90,7 @@ struct stats_opts {
 	unsigned int watch;
 	const char *path;
 	const char *pin_dir;
+	const char *connect;
 };
 
 static const struct popup_stats_file *stats_map(const char *path)
@@ -267,7 +277,7 @@ static void stats_print_json(const struct popup_stats_file *sf, const struct row
 			       (unsigned long long)r->bpf.errors);
 		printf("}");
 	}
-	printf("]}\n");
+	printf("]");
 }
 
 static int stats_parse(int argc, char **argv, struct stats_opts *o)
@@ -277,6 +287,7 @@ static int stats_parse(int argc, char **argv, struct stats_opts *o)
 		{ "watch", required_argument, NULL, 'w' },
 		{ "stats", required_argument, NULL, 's' },
 		{ "pin-dir", required_argument, NULL, 'P' },
+		{ "connect", required_argument, NULL, 'c' },
 		{}
 	};
 	char *end;
@@ -301,6 +312,9 @@ static int stats_parse(int argc, char **argv, struct stats_opts *o)
 		case 'P':
 			o->pin_dir = optarg;
 			break;
+		case 'c':
+			o->connect = optarg;
+			break;
 		default:
 			usage_error("%s", "unknown option to stats");
 			return -EINVAL;
@@ -322,6 +336,17 @@ static int cmd_stats(int argc, char **argv)
 
 	if (stats_parse(argc, argv, &o))
 		return EXIT_USAGE;
+	if (o.connect) {
+		/* Remote: only what the daemon reports; the per-CPU file and
+		 * the BPF maps are local to popupd's machine. */
+		if (o.json)
+			printf("{");
+		if (stats_services(o.connect, o.json, false))
+			return 1;
+		if (o.json)
+			printf("}\n");
+		return 0;
+	}
 	sf = stats_map(o.path);
 	if (!sf)
 		return 1;
@@ -335,10 +360,16 @@ static int cmd_stats(int argc, char **argv)
 		stats_collect(sf, o.pin_dir, rows, n);
 		if (o.watch && !o.json)
 			printf("\033[H\033[2J");
-		if (o.json)
+		if (o.json) {
 			stats_print_json(sf, rows, n);
-		else
+			printf(",");
+			if (stats_services(NULL, true, true))
+				printf("\"services\":null");
+			printf("}\n");
+		} else {
 			stats_print_table(sf, rows, n);
+			stats_services(NULL, false, true);
+		}
 		fflush(stdout);
 		if (!o.watch)
 			break;
@@ -352,8 +383,13 @@ static int cmd_stats(int argc, char **argv)
 static int cmd_help(int argc, char **argv);
 
 static const struct cmd cmds[] = {
-	{ "version", cmd_version, "show the module's API version" },
-	{ "stats", cmd_stats, "per-CPU requests, share, locality, balance [--json] [--watch SEC]" },
+	{ "version", cmd_version, "show the module's API version [--json]" },
+	{ "stats", cmd_stats, "per-CPU and per-service statistics [--json] [--watch SEC] "
+			      "[--connect HOST:PORT]" },
+	{ "services", cmd_services, "list popupd's services and methods [--json] "
+				    "[--connect HOST:PORT]" },
+	{ "call", cmd_call, "call SERVICE.METHOD [ARG|-] (local, or --connect HOST:PORT) "
+			    "[--json]" },
 	{ "help", cmd_help, "this list" },
 };
 

@@ -2,19 +2,36 @@
 /*
  * popupd: the popup service daemon.
  *
- * Life cycle, in the libbpf skeleton style: parse the configuration, open
- * one SO_REUSEPORT TCP and UDP socket per CPU of the CPU set, load the BPF
- * steering program and enter every socket into its sockarray under the
- * slot of its CPU, start one pinned worker thread per CPU, then wait for a
- * signal on the main thread. Every exit goes through one cleanup path that
- * stops the workers, removes the BPF pins and the statistics file.
+ * Life cycle, in the libbpf skeleton style: build the configuration
+ * (defaults, file, flags), load and check every service plugin and run
+ * their init, open one SO_REUSEPORT TCP, UDP and HTTP socket per CPU of the
+ * CPU set, load the BPF steering program and enter every native socket
+ * into its sockarray under the slot of its CPU, start the handler pools,
+ * one pinned worker thread per CPU and the local exports, then wait for
+ * signals on the main thread:
+ *
+ *   SIGHUP          reload: limits, log level and pool settings change in
+ *                   place; ports, CPUs and the set of services need a
+ *                   restart (logged)
+ *   SIGTERM/SIGINT  graceful stop: workers drain (see worker.c) within
+ *                   stop_timeout; a second signal stops at once
+ *
+ * A second popupd on the same ports joins the reuseport groups and, by
+ * attaching its own steering program, takes the new connections; the old
+ * one is then stopped and drains. Each instance pins under its own
+ * directory (the default one gets a -<pid> suffix when a live instance
+ * holds it).
+ *
+ * Every exit goes through one cleanup path, in dependency order: local
+ * exports, workers, pools (late completions land in the workers' lists),
+ * sockets, BPF pins, the statistics file, the plugins.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cpus.h"
@@ -22,109 +39,27 @@
 #include "popupd.h"
 #include "steer.h"
 
-#define EXIT_USAGE 2
+struct popupd pd;
 
-static void usage(FILE *f)
+/* defaults, then the file named by --config, then the flags */
+static int config_build(struct popupd_config *cfg, int argc, char **argv, bool *check)
 {
-	fprintf(f,
-"usage: popupd [options]\n"
-"  -p, --port PORT        native protocol port, TCP and UDP (default 7070)\n"
-"  -b, --bind ADDR        IPv4 address to bind (default 0.0.0.0)\n"
-"  -c, --cpus LIST        CPUs to run workers on, e.g. 0-2,5 (default: online)\n"
-"      --no-bpf           do not attach the steering program (kernel hash)\n"
-"      --pin-dir DIR      bpffs directory for pins (default /sys/fs/bpf/popup)\n"
-"      --stats PATH       statistics file (default " POPUP_STATS_PATH ")\n"
-"      --max-payload N    largest request payload in bytes (default 65536)\n"
-"      --max-conns N      connections per worker (default 4096)\n"
-"  -l, --log-level LVL    error, warn, info or debug (default info)\n"
-"  -h, --help\n");
-}
+	const char *path = NULL;
+	int err;
 
-static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_args(int argc, char **argv, struct popupd_config *cfg)
-{
-	static const struct option opts[] = {
-		{ "port", required_argument, NULL, 'p' },
-		{ "bind", required_argument, NULL, 'b' },
-		{ "cpus", required_argument, NULL, 'c' },
-		{ "no-bpf", no_argument, NULL, 'N' },
-		{ "pin-dir", required_argument, NULL, 'P' },
-		{ "stats", required_argument, NULL, 'S' },
-		{ "max-payload", required_argument, NULL, 'M' },
-		{ "max-conns", required_argument, NULL, 'C' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{}
-	};
-	enum log_level lvl;
-	uint32_t v;
-	int c;
-
-	while ((c = getopt_long(argc, argv, "p:b:c:l:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'p':
-			if (parse_u32(optarg, 1, 65535, &v))
-				goto bad;
-			cfg->port = v;
-			break;
-		case 'b':
-			cfg->bind_addr = optarg;
-			break;
-		case 'c':
-			if (cpus_parse(optarg, &cfg->cpus))
-				goto bad;
-			break;
-		case 'N':
-			cfg->use_bpf = false;
-			break;
-		case 'P':
-			cfg->pin_dir = optarg;
-			break;
-		case 'S':
-			cfg->stats_path = optarg;
-			break;
-		case 'M':
-			if (parse_u32(optarg, 0, 16 << 20, &cfg->max_payload))
-				goto bad;
-			break;
-		case 'C':
-			if (parse_u32(optarg, 1, 1 << 20, &cfg->max_conns))
-				goto bad;
-			break;
-		case 'l':
-			if (log_parse_level(optarg, &lvl))
-				goto bad;
-			log_set_level(lvl);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
+	config_defaults(cfg);
+	/* First pass only finds --config; flags are applied after the file. */
+	err = config_parse_args(cfg, argc, argv, check, &path);
+	if (err)
+		return err;
+	if (path) {
+		config_free(cfg);
+		config_defaults(cfg);
+		err = config_load_file(cfg, path);
+		if (!err)
+			err = config_parse_args(cfg, argc, argv, NULL, NULL);
 	}
-	if (optind != argc) {
-		fprintf(stderr, "popupd: unexpected argument '%s'; see popupd --help\n",
-			argv[optind]);
-		return -EINVAL;
-	}
-	return 0;
-bad:
-	fprintf(stderr, "popupd: invalid value '%s'; see popupd --help\n", optarg);
-	return -EINVAL;
+	return err;
 }
 
 /* Restrict the configured set to CPUs that are online. */
@@ -143,38 +78,146 @@ static int resolve_cpus(cpu_set_t *cpus)
 	return CPU_COUNT(cpus) ? 0 : -ENODEV;
 }
 
-static int steer_setup(struct popup_steer **stp, const struct popupd_config *cfg,
-		       struct worker *w, unsigned int n)
+static int steer_open(struct popup_steer **stp, const char *dir)
 {
 	struct popup_steer_opts opts = {
-		.pin_dir = cfg->pin_dir,
+		.pin_dir = dir,
 		.policy = POPUP_STEER_P_CPU,
 		.migrate = true,
 	};
+
+	return popup_steer__open(stp, &opts);
+}
+
+static int steer_setup(struct popup_steer **stp, struct worker *w, unsigned int n)
+{
+	char dir[300];
 	int err;
 
-	err = popup_steer__open(stp, &opts);
+	snprintf(dir, sizeof(dir), "%s", pd.cfg.pin_dir);
+	err = steer_open(stp, dir);
+	if (err == -EBUSY && !pd.cfg.pin_dir_set) {
+		/* Another popupd (a restart in progress) holds the default
+		 * pins: use our own directory, it goes away with us. */
+		snprintf(dir, sizeof(dir), "%s-%d", pd.cfg.pin_dir, (int)getpid());
+		pr_info("%s is held by a running popupd; pinning under %s", pd.cfg.pin_dir, dir);
+		err = steer_open(stp, dir);
+	}
 	if (err) {
-		pr_err("cannot load the steering program: %s", strerror(-err));
+		pr_err("cannot load the steering program: %s%s", strerror(-err),
+		       err == -EPERM ? " (needs root or CAP_BPF; or run with --no-bpf)" :
+		       err == -EBUSY ? " (pin dir in use by another popupd; use --pin-dir)" : "");
 		return err;
 	}
 	for (unsigned int i = 0; i < n; i++) {
-		err = popup_steer__set_cpu_slot(*stp, w[i].cpu, w[i].slot);
+		err = popup_steer__set_cpu_slot(*stp, w[i].cpu, w[i].idx);
 		if (!err)
-			err = popup_steer__add_socket(*stp, w[i].tcp_fd, w[i].slot);
+			err = popup_steer__add_socket(*stp, w[i].tcp_fd, w[i].idx);
 		if (!err)
-			err = popup_steer__add_socket(*stp, w[i].udp_fd, w[i].slot);
+			err = popup_steer__add_socket(*stp, w[i].udp_fd, w[i].idx);
 		if (err) {
 			pr_err("cannot attach worker %d to the steering program: %s",
 			       w[i].cpu, strerror(-err));
 			return err;
 		}
 	}
-	pr_info("steering program attached, pinned under %s", cfg->pin_dir);
+	pr_info("steering program attached, pinned under %s", dir);
 	return 0;
 }
 
-/* Block the stop signals in every thread; the main thread waits for them. */
+static void init_worker(struct worker *w, int cpu, unsigned int idx,
+			struct popup_stats_file *sf)
+{
+	w->cpu = cpu;
+	w->idx = idx;
+	w->st = &sf->w[idx];
+	w->tcp_fd = w->udp_fd = w->http_fd = w->epfd = w->wake_fd = w->spare_fd = -1;
+}
+
+/* Open every worker. With port 0, worker 0 picks the ports and the others
+ * join them; a UDP clash on the picked number is retried. */
+static int open_workers(struct popup_stats_file *sf)
+{
+	int cpu = -1;
+	int err = 0;
+
+	for (int attempt = 0; attempt < 16; attempt++) {
+		for (cpu = 0; !CPU_ISSET(cpu, &pd.cfg.cpus); cpu++)
+			;
+		init_worker(&pd.workers[0], cpu, 0, sf);
+		err = worker_open(&pd.workers[0], &pd.cfg, pd.cfg.port,
+				  pd.cfg.http_port > 0 ? pd.cfg.http_port : 0);
+		if (!err || err != -EADDRINUSE || pd.cfg.port)
+			break;
+		worker_close(&pd.workers[0]);
+	}
+	pd.nr_workers = 1;
+	if (err)
+		return err;
+	pd.port = sock_port(pd.workers[0].tcp_fd);
+	pd.http_port = sock_port(pd.workers[0].http_fd);
+	for (cpu++; cpu < CPU_SETSIZE && pd.nr_workers < POPUP_STATS_MAX_WORKERS; cpu++) {
+		struct worker *w = &pd.workers[pd.nr_workers];
+
+		if (!CPU_ISSET(cpu, &pd.cfg.cpus))
+			continue;
+		init_worker(w, cpu, pd.nr_workers, sf);
+		pd.nr_workers++;
+		err = worker_open(w, &pd.cfg, pd.port, pd.http_port);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int start_pools(void)
+{
+	for (unsigned int i = 0; i < services_count(); i++) {
+		struct svc *s = svc_at(i);
+
+		if (s->dispatch == POPUP_SVC_DISPATCH_INLINE)
+			continue;
+		s->nr_pools = s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? pd.nr_workers : 1;
+		s->pools = calloc(s->nr_pools, sizeof(*s->pools));
+		if (!s->pools)
+			return -ENOMEM;
+		for (unsigned int k = 0; k < s->nr_pools; k++) {
+			s->pools[k] = pool_create(s, s->nr_pools > 1 ? pd.workers[k].cpu : -1);
+			if (!s->pools[k])
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static void stop_pools(void)
+{
+	for (unsigned int i = 0; i < services_count(); i++) {
+		struct svc *s = svc_at(i);
+
+		for (unsigned int k = 0; k < s->nr_pools; k++)
+			pool_destroy(s->pools[k]);
+		s->nr_pools = 0;
+	}
+}
+
+static int write_port_file(const char *path)
+{
+	char tmp[600];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "native=%u http=%u pid=%d\n", pd.port, pd.http_port, (int)getpid());
+	if (fclose(f) || rename(tmp, path))
+		return -errno;
+	return 0;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
 static void block_signals(sigset_t *set)
 {
 	sigemptyset(set);
@@ -185,99 +228,224 @@ static void block_signals(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static void wait_for_stop(const sigset_t *set)
+static void warn_fixed(const struct popupd_config *n)
 {
-	for (;;) {
-		int sig = sigwaitinfo(set, NULL);
+	const struct popupd_config *o = &pd.cfg;
+	bool svcs_same = n->nr_services == o->nr_services;
 
+	for (unsigned int i = 0; svcs_same && i < n->nr_services; i++)
+		svcs_same = !strcmp(n->services[i], o->services[i]);
+	if (n->port != o->port || n->http_port != o->http_port ||
+	    strcmp(n->bind_addr, o->bind_addr) || !CPU_EQUAL(&n->cpus, &o->cpus) ||
+	    !svcs_same || n->use_bpf != o->use_bpf || n->local != o->local)
+		pr_warn("reload: ports, bind address, CPUs, services, bpf and local "
+			"take effect at the next restart");
+}
+
+static void reload(int argc, char **argv)
+{
+	struct popupd_config n;
+	int err;
+
+	err = config_build(&n, argc, argv, NULL);
+	if (!err && n.cpus_set)
+		err = resolve_cpus(&n.cpus);
+	else if (!err)
+		n.cpus = pd.cfg.cpus;
+	for (unsigned int i = 0; !err && i < services_count(); i++) {
+		struct popup_svc_pool p;
+		enum popup_svc_dispatch d;
+
+		err = svc_resolve_pool(svc_at(i), &n, &p, &d);
+	}
+	if (err) {
+		pr_err("reload failed; the running configuration stays");
+		config_free(&n);
+		return;
+	}
+	warn_fixed(&n);
+	log_set_level(n.log_level);
+	/* Field by field, each an atomic store: workers read them with LIM(). */
+	for (size_t off = 0; off < sizeof(pd.lim); off += sizeof(uint32_t))
+		__atomic_store_n((uint32_t *)((char *)&pd.lim + off),
+				 *(uint32_t *)((char *)&n.lim + off), __ATOMIC_RELAXED);
+	for (unsigned int i = 0; i < services_count(); i++) {
+		struct svc *s = svc_at(i);
+		struct popup_svc_pool p;
+		enum popup_svc_dispatch d;
+
+		svc_resolve_pool(s, &n, &p, &d);
+		if (d != s->dispatch)
+			pr_warn("reload: service %s: a new dispatch model needs a restart",
+				s->def->name);
+		__atomic_store_n(&s->pool.timeout_ms, p.timeout_ms, __ATOMIC_RELAXED);
+		for (unsigned int k = 0; k < s->nr_pools; k++)
+			pool_set_limits(s->pools[k], &p);
+	}
+	config_free(&n);
+	pr_info("configuration reloaded");
+}
+
+static bool workers_live(void)
+{
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		if (pd.workers[i].started && __atomic_load_n(&pd.workers[i].st->live, __ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+/* Wait for SIGTERM/SIGINT, serving SIGHUP; then drain. */
+static void run(const sigset_t *set, int argc, char **argv)
+{
+	struct timespec tick = { .tv_nsec = 100 * 1000000 };
+	int sig;
+
+	for (;;) {
+		sig = sigwaitinfo(set, NULL);
 		if (sig == SIGHUP) {
-			pr_info("SIGHUP: nothing to reload in this version");
+			reload(argc, argv);
 			continue;
 		}
-		if (sig > 0) {
-			pr_info("received %s, stopping", strsignal(sig));
-			return;
+		if (sig > 0)
+			break;
+	}
+	pr_info("received %s: draining (at most %u ms; signal again to stop now)",
+		strsignal(sig), LIM(stop_timeout_ms));
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		worker_request_stop(&pd.workers[i], 1);
+	while (workers_live()) {
+		sig = sigtimedwait(set, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT) {
+			pr_warn("second %s: stopping now", strsignal(sig));
+			for (unsigned int i = 0; i < pd.nr_workers; i++)
+				worker_request_stop(&pd.workers[i], 2);
 		}
 	}
 }
 
+/* The last resort for a handler that never returns: the stop must end. */
+static void *stop_watchdog(void *arg)
+{
+	unsigned int ms = *(unsigned int *)arg;
+
+	usleep((useconds_t)ms * 1000);
+	pr_err("stop did not finish within %u ms (a handler does not return?); exiting", ms);
+	_exit(1);
+	return NULL;
+}
+
+static void check_report(void)
+{
+	char line[900];
+	size_t n = 0;
+
+	for (unsigned int i = 0; i < services_count() && n < sizeof(line); i++)
+		n += snprintf(line + n, sizeof(line) - n, " %s(id %u, %s)", svc_at(i)->def->name,
+			      svc_at(i)->id, svc_dispatch_name(svc_at(i)->dispatch));
+	printf("popupd: configuration OK; services:%s\n", line);
+}
+
 int main(int argc, char **argv)
 {
-	struct popupd_config cfg = {
-		.port = 7070,
-		.bind_addr = "0.0.0.0",
-		.pin_dir = "/sys/fs/bpf/popup",
-		.stats_path = POPUP_STATS_PATH,
-		.use_bpf = true,
-		.max_payload = 65536,
-		.max_conns = 4096,
-	};
 	struct popup_stats_file *sf = NULL;
 	struct popup_steer *steer = NULL;
-	struct worker *workers = NULL;
-	unsigned int nw = 0;
+	bool check = false;
+	char stats_path[512];
+	unsigned int wd_ms;
+	pthread_t wd;
 	sigset_t sigs;
 	int err;
 
 	log_init("popupd", LOG_LVL_INFO);
-	CPU_ZERO(&cfg.cpus);
-	if (parse_args(argc, argv, &cfg))
-		return EXIT_USAGE;
-	err = resolve_cpus(&cfg.cpus);
+	err = config_build(&pd.cfg, argc, argv, &check);
+	if (err)
+		return err == -ENOENT ? 1 : EXIT_USAGE;
+	log_set_level(pd.cfg.log_level);
+	pd.lim = pd.cfg.lim;
+	pd.started_ns = now_ns();
+	err = resolve_cpus(&pd.cfg.cpus);
 	if (err) {
-		pr_err("no usable CPU in the CPU set: %s", strerror(-err));
+		pr_err("no online CPU in the configured CPU set");
 		return EXIT_USAGE;
+	}
+	err = services_load(&pd.cfg);
+	if (!err)
+		err = services_init();
+	if (err || check) {
+		if (!err)
+			check_report();
+		services_fini();
+		config_free(&pd.cfg);
+		return err ? 1 : 0;
 	}
 	block_signals(&sigs);
 
-	workers = calloc(CPU_COUNT(&cfg.cpus), sizeof(*workers));
-	sf = stats_create(cfg.stats_path, CPU_COUNT(&cfg.cpus), cfg.port);
-	if (!workers || !sf) {
+	snprintf(stats_path, sizeof(stats_path), "%s", pd.cfg.stats_path);
+	pd.workers = calloc(CPU_COUNT(&pd.cfg.cpus), sizeof(*pd.workers));
+	sf = stats_create(stats_path, CPU_COUNT(&pd.cfg.cpus), 0);
+	if (!pd.workers || !sf) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	for (int i = 0; i < CPU_COUNT(&cfg.cpus); i++)
-		workers[i].tcp_fd = workers[i].udp_fd = workers[i].epfd =
-			workers[i].stop_fd = -1;
-	for (int cpu = 0; cpu < CPU_SETSIZE && nw < POPUP_STATS_MAX_WORKERS; cpu++) {
-		struct worker *w;
+	err = open_workers(sf);
+	if (err)
+		goto cleanup;
+	sf->port = pd.port;
+	if (pd.cfg.use_bpf) {
+		err = steer_setup(&steer, pd.workers, pd.nr_workers);
+		if (err)
+			goto cleanup;
+	}
+	err = start_pools();
+	for (unsigned int i = 0; !err && i < pd.nr_workers; i++)
+		err = worker_start(&pd.workers[i]);
+	if (err)
+		goto cleanup;
+	if (pd.cfg.port_file) {
+		err = write_port_file(pd.cfg.port_file);
+		if (err) {
+			pr_err("cannot write %s: %s", pd.cfg.port_file, strerror(-err));
+			goto cleanup;
+		}
+	}
+	if (pd.cfg.local) {
+		err = local_start();
+		if (err)
+			goto cleanup;
+	}
+	if (pd.http_port)
+		pr_info("serving %u services on %s: native %u (tcp, udp), http %u; %u workers",
+			services_count(), pd.cfg.bind_addr, pd.port, pd.http_port, pd.nr_workers);
+	else
+		pr_info("serving %u services on %s: native %u (tcp, udp); %u workers",
+			services_count(), pd.cfg.bind_addr, pd.port, pd.nr_workers);
 
-		if (!CPU_ISSET(cpu, &cfg.cpus))
-			continue;
-		w = &workers[nw];
-		w->cpu = cpu;
-		w->slot = nw;
-		w->st = &sf->w[nw];
-		nw++;
-		err = worker_open(w, &cfg);
-		if (err)
-			goto cleanup;
-	}
-	if (cfg.use_bpf) {
-		err = steer_setup(&steer, &cfg, workers, nw);
-		if (err)
-			goto cleanup;
-	}
-	for (unsigned int i = 0; i < nw; i++) {
-		err = worker_start(&workers[i]);
-		if (err)
-			goto cleanup;
-	}
-	pr_info("serving echo on %s:%u (tcp, udp) with %u workers", cfg.bind_addr,
-		cfg.port, nw);
-
-	wait_for_stop(&sigs);
+	run(&sigs, argc, argv);
 	err = 0;
 
 cleanup:
-	for (unsigned int i = 0; i < nw; i++)
-		worker_stop(&workers[i]);
+	wd_ms = LIM(stop_timeout_ms) + 10000;
+	if (!pthread_create(&wd, NULL, stop_watchdog, &wd_ms))
+		pthread_detach(wd);
+	if (pd.cfg.local)
+		local_stop();
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		worker_request_stop(&pd.workers[i], 2);
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		worker_join(&pd.workers[i]);
+	stop_pools();
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		worker_close(&pd.workers[i]);
 	popup_steer__destroy(steer);
-	for (unsigned int i = 0; i < nw; i++)
-		worker_close(&workers[i]);
-	stats_destroy(sf, cfg.stats_path);
-	free(workers);
+	stats_destroy(sf, stats_path);
+	if (pd.cfg.port_file && !err)
+		unlink(pd.cfg.port_file);
+	services_fini();
+	free(pd.workers);
+	config_free(&pd.cfg);
 	if (err)
 		pr_err("exiting after an error");
+	else
+		pr_info("stopped");
 	return err ? 1 : 0;
 }

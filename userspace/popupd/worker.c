@@ -1,23 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Per-CPU workers: the userspace arrival path.
+ * Per-CPU network workers: the userspace arrival path.
  *
  * Each worker owns one SO_REUSEPORT TCP listener and one SO_REUSEPORT UDP
- * socket on the service port and runs one epoll loop on a thread pinned to
- * its CPU. The BPF steering program puts each new connection and each
- * datagram on the socket of the CPU that received it, so a request is
- * received, handled and answered on one CPU without cross-CPU wake-ups.
+ * socket on the native port, one SO_REUSEPORT TCP listener on the HTTP
+ * port, and runs one epoll loop on a thread pinned to its CPU. The BPF
+ * steering program puts each native connection and datagram on the socket
+ * of the CPU that received it, so a request is received, handled and
+ * answered on one CPU without cross-CPU wake-ups (HTTP uses the kernel's
+ * reuseport hash, with SO_INCOMING_CPU as a hint: the steering program
+ * serves one port per group).
  *
- * Every length is checked before it is trusted: a header that is not a
- * valid request gets an error reply when the stream can still be framed,
- * and the connection is closed when it cannot (bad magic). Output is
- * bounded per connection: past the bound the worker stops reading that
- * connection until the peer drains its replies (backpressure, not drops).
+ * The worker never runs a handler that may block: a parsed request is a
+ * job, run inline only for INLINE services, otherwise queued on the
+ * service's pool; the pool hands it back through worker_complete() and
+ * the worker's eventfd. Connections are reference counted by the jobs in
+ * flight, so a connection closed meanwhile stays valid memory until its
+ * last job comes back (and the result is dropped).
+ *
+ * Everything is bounded: connections (whole daemon; past the limit an
+ * explicit refusal), buffered input (one request of at most max_request
+ * bytes plus a read), output and requests in flight per connection (past
+ * them the connection is not read: backpressure, not drops), and time: a
+ * silent connection is closed after idle_timeout, a partial request after
+ * request_timeout from its first byte (a whole-request deadline: a
+ * trickle of bytes does not extend it), and output that makes no progress
+ * for write_timeout. accept() hitting the descriptor limit pauses accepting
+ * for a moment instead of spinning on a listener that stays readable.
+ *
+ * Graceful stop (drain): the listeners' queues are accepted, then the
+ * listeners closed (pending handshakes migrate to another instance's
+ * listeners through the steering program's migrate hook); native
+ * connections get a "going away" message (an unsolicited reply, req_id 0,
+ * status busy), HTTP responses carry "Connection: close"; requests
+ * already received are all answered; connections close when their peer
+ * does, or once idle, and at stop_timeout at the latest.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,40 +51,38 @@
 
 #include "cpus.h"
 #include "log.h"
-#include "popup/wire.h"
 #include "popupd.h"
 
-#define OUT_LIMIT	(256 * 1024)	/* buffered output per connection */
 #define UDP_MAX		65507
+#define READ_CHUNK	16384
 #define SAMPLE_EVERY	16		/* locality sample period */
+#define TICK_MS		100		/* timer resolution */
+#define ACCEPT_PAUSE_MS	100		/* after EMFILE and friends */
+#define DRAIN_LINGER_MS	1000		/* idle time before a drain closes */
 
-/* epoll data: the low bits tell listener, datagram socket and stop fd
- * apart from connection pointers, which are at least 8-byte aligned. */
+/* epoll data: small values tell the sockets apart from connection
+ * pointers, which are at least 8-byte aligned. */
 #define EV_TCP_LISTEN	1UL
 #define EV_UDP		2UL
-#define EV_STOP		3UL
+#define EV_WAKE		3UL
+#define EV_HTTP_LISTEN	4UL
 
-struct conn {
-	struct conn *prev, *next;	/* the worker's connection list */
-	int fd;
-	bool reading;		/* EPOLLIN armed (false under backpressure) */
-	uint32_t in_len, in_cap;
-	unsigned char *in;
-	uint32_t out_off, out_len, out_cap;
-	unsigned char *out;
-};
-
-static void stat_add(uint64_t *ctr, uint64_t n)
+uint16_t sock_port(int fd)
 {
-	__atomic_fetch_add(ctr, n, __ATOMIC_RELAXED);
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &len))
+		return 0;
+	return ntohs(sa.sin_port);
 }
 
-static int set_reuse_bind(int fd, const struct popupd_config *cfg)
+static int reuse_bind(int fd, const char *addr, uint16_t port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(cfg->port) };
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	int one = 1;
 
-	if (inet_pton(AF_INET, cfg->bind_addr, &sa.sin_addr) != 1)
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
 		return -EINVAL;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
@@ -71,47 +92,108 @@ static int set_reuse_bind(int fd, const struct popupd_config *cfg)
 	return 0;
 }
 
-/* Create the worker's sockets. They join the port's reuseport groups in
- * worker order; the BPF sockarray is filled by slot, not by that order. */
-int worker_open(struct worker *w, const struct popupd_config *cfg)
+/*
+ * A port nobody uses for TCP nor UDP: with SO_REUSEPORT a bind to a port
+ * another root process holds the same way would silently join its group
+ * and share its traffic, so free ports are probed with plain sockets.
+ */
+static int pick_free_port(const char *addr, uint16_t *port)
 {
+	for (int attempt = 0; attempt < 32; attempt++) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		socklen_t len = sizeof(sa);
+		int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		int ok = 0;
+
+		if (t >= 0 && u >= 0 && inet_pton(AF_INET, addr, &sa.sin_addr) == 1 &&
+		    !bind(t, (struct sockaddr *)&sa, sizeof(sa)) &&
+		    !getsockname(t, (struct sockaddr *)&sa, &len) &&
+		    !bind(u, (struct sockaddr *)&sa, sizeof(sa)))
+			ok = 1;
+		if (t >= 0)
+			close(t);
+		if (u >= 0)
+			close(u);
+		if (ok) {
+			*port = ntohs(sa.sin_port);
+			return 0;
+		}
+	}
+	return -EADDRINUSE;
+}
+
+static int open_sock(int type, const char *addr, uint16_t port, int *out)
+{
+	int fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int err;
 
-	w->cfg = cfg;
-	w->tcp_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	w->udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->tcp_fd < 0 || w->udp_fd < 0 || w->epfd < 0 || w->stop_fd < 0) {
+	if (fd < 0)
+		return -errno;
+	err = reuse_bind(fd, addr, port);
+	if (!err && type == SOCK_STREAM && listen(fd, 1024))
 		err = -errno;
-		pr_err("worker %d: cannot create sockets: %s", w->cpu, strerror(-err));
-		return err;
-	}
-	err = set_reuse_bind(w->tcp_fd, cfg);
-	if (!err && listen(w->tcp_fd, 1024))
-		err = -errno;
-	if (!err)
-		err = set_reuse_bind(w->udp_fd, cfg);
 	if (err) {
-		pr_err("worker %d: cannot bind %s:%u: %s", w->cpu, cfg->bind_addr,
-		       cfg->port, strerror(-err));
+		close(fd);
 		return err;
 	}
+	*out = fd;
 	return 0;
 }
 
-static int ep_add(int epfd, int fd, uint32_t events, void *ptr)
+/*
+ * Create the worker's sockets. A port of 0 picks a free port for TCP and
+ * then binds UDP to the same number; the caller opens worker 0 first and
+ * hands the bound ports to the others, so they join the same groups.
+ */
+int worker_open(struct worker *w, const struct popupd_config *cfg,
+		uint16_t port, uint16_t http_port)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = ptr };
+	int err = 0;
 
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+	w->tcp_fd = w->udp_fd = w->http_fd = w->spare_fd = -1;
+	pthread_mutex_init(&w->done_lock, NULL);
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->epfd < 0 || w->wake_fd < 0) {
+		err = -errno;
+		pr_err("worker %d: cannot create epoll/eventfd: %s", w->cpu, strerror(-err));
+		return err;
+	}
+	if (!port)
+		err = pick_free_port(cfg->bind_addr, &port);
+	if (!err)
+		err = open_sock(SOCK_STREAM, cfg->bind_addr, port, &w->tcp_fd);
+	if (!err)
+		err = open_sock(SOCK_DGRAM, cfg->bind_addr, sock_port(w->tcp_fd), &w->udp_fd);
+	if (err) {
+		pr_err("worker %d: cannot bind the native port %s:%u: %s", w->cpu,
+		       cfg->bind_addr, port, strerror(-err));
+		return err;
+	}
+	if (cfg->http_port >= 0) {
+		if (!http_port)
+			err = pick_free_port(cfg->bind_addr, &http_port);
+		if (!err)
+			err = open_sock(SOCK_STREAM, cfg->bind_addr, http_port, &w->http_fd);
+		if (err) {
+			pr_err("worker %d: cannot bind the HTTP port %s:%u: %s", w->cpu,
+			       cfg->bind_addr, http_port, strerror(-err));
+			return err;
+		}
+		/* A hint for the kernel's reuseport choice (honoured by
+		 * kernels that match listeners on the incoming CPU). */
+		setsockopt(w->http_fd, SOL_SOCKET, SO_INCOMING_CPU, &w->cpu, sizeof(w->cpu));
+	}
+	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return 0;
 }
 
-static int ep_mod(int epfd, int fd, uint32_t events, void *ptr)
+static int ep_ctl(struct worker *w, int op, int fd, uint32_t events, void *ptr)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = ptr };
 
-	return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) ? -errno : 0;
+	return epoll_ctl(w->epfd, op, fd, &ev) ? -errno : 0;
 }
 
 /* Count whether the kernel received this TCP connection's last segment on
@@ -125,115 +207,12 @@ static void sample_locality(struct worker *w, int fd)
 		return;
 	if (getsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) || cpu < 0)
 		return;
-	stat_add(&w->st->samples, 1);
+	ctr_add(&w->st->samples, 1);
 	if (cpu == w->cpu)
-		stat_add(&w->st->local, 1);
+		ctr_add(&w->st->local, 1);
 }
 
-/*
- * Run one request through its service. Writes a full reply (header and
- * payload) into @out, which has room for a header plus @cap payload bytes;
- * returns the reply length, or 0 when no reply is due (one-way).
- */
-static uint32_t dispatch(struct worker *w, const struct popup_wire_hdr *req,
-			 const unsigned char *payload, unsigned char *out, uint32_t cap)
-{
-	struct popup_wire_hdr rep = *req;
-	const struct popupd_service *svc;
-	uint32_t out_len = 0;
-	int err;
-
-	rep.flags = POPUP_WIRE_F_REPLY;
-	rep.status = popup_wire_check(req, w->cfg->max_payload);
-	if (rep.status == POPUP_WIRE_S_OK) {
-		svc = popupd_service_find(req->service);
-		if (!svc) {
-			rep.status = POPUP_WIRE_S_NOSVC;
-		} else {
-			err = svc->handle(req->method, payload, req->len,
-					  out + POPUP_WIRE_HDR_LEN, cap, &out_len);
-			if (err == -ENOSYS)
-				rep.status = POPUP_WIRE_S_NOMETHOD;
-			else if (err)
-				rep.status = POPUP_WIRE_S_ERROR;
-		}
-	}
-	if (rep.status != POPUP_WIRE_S_OK) {
-		out_len = 0;
-		stat_add(&w->st->errors, 1);
-	}
-	stat_add(&w->st->requests, 1);
-	if ((req->flags & POPUP_WIRE_F_ONEWAY) && rep.status == POPUP_WIRE_S_OK)
-		return 0;
-	rep.len = out_len;
-	rep.reserved = 0;
-	popup_wire_encode(out, &rep);
-	return POPUP_WIRE_HDR_LEN + out_len;
-}
-
-/* ---- UDP ---- */
-
-static void udp_drain(struct worker *w)
-{
-	static __thread unsigned char in[UDP_MAX], out[UDP_MAX];
-	struct sockaddr_storage peer;
-	struct popup_wire_hdr req;
-	socklen_t plen;
-	ssize_t n;
-	uint32_t rlen, cap;
-
-	for (int budget = 64; budget > 0; budget--) {
-		plen = sizeof(peer);
-		n = recvfrom(w->udp_fd, in, sizeof(in), 0, (struct sockaddr *)&peer, &plen);
-		if (n < 0)
-			return;	/* EAGAIN, or an ICMP error: nothing to answer */
-		/* UDP locality comes from the BPF program's per-CPU
-		 * selection counters: SO_INCOMING_CPU is not kept per
-		 * datagram on an unconnected UDP socket. */
-		stat_add(&w->st->udp_requests, 1);
-		if (n < POPUP_WIRE_HDR_LEN) {
-			stat_add(&w->st->errors, 1);
-			continue;	/* no header to address a reply with */
-		}
-		popup_wire_decode(in, &req);
-		if (req.len != (uint32_t)n - POPUP_WIRE_HDR_LEN) {
-			req.len = 0;	/* lengths disagree: refuse, do not trust */
-			req.reserved = 1;
-		}
-		cap = UDP_MAX - POPUP_WIRE_HDR_LEN;
-		rlen = dispatch(w, &req, in + POPUP_WIRE_HDR_LEN, out, cap);
-		if (rlen)
-			sendto(w->udp_fd, out, rlen, MSG_DONTWAIT,
-			       (struct sockaddr *)&peer, plen);
-	}
-}
-
-/* ---- TCP ---- */
-
-static void conn_link(struct worker *w, struct conn *c)
-{
-	c->prev = NULL;
-	c->next = w->conns;
-	if (c->next)
-		c->next->prev = c;
-	w->conns = c;
-	w->nconns++;
-}
-
-static void conn_free(struct worker *w, struct conn *c)
-{
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	close(c->fd);	/* also removes it from the epoll set */
-	free(c->in);
-	free(c->out);
-	free(c);
-	w->nconns--;
-}
+/* ---- connections ------------------------------------------------------- */
 
 static int buf_reserve(unsigned char **buf, uint32_t *cap, uint64_t need)
 {
@@ -242,6 +221,8 @@ static int buf_reserve(unsigned char **buf, uint32_t *cap, uint64_t need)
 
 	if (need <= *cap)
 		return 0;
+	if (need > UINT32_MAX / 2)
+		return -E2BIG;
 	while (ncap < need)
 		ncap *= 2;
 	nb = realloc(*buf, ncap);
@@ -252,172 +233,599 @@ static int buf_reserve(unsigned char **buf, uint32_t *cap, uint64_t need)
 	return 0;
 }
 
-static int conn_flush(struct worker *w, struct conn *c)
+int conn_reserve_out(struct conn *c, uint64_t extra)
 {
+	/* Reclaim the sent prefix before growing. */
+	if (c->out_off && c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	return buf_reserve(&c->out, &c->out_cap, (uint64_t)c->out_len + extra);
+}
+
+void conn_append(struct conn *c, const void *p, uint32_t n)
+{
+	if (conn_reserve_out(c, n))
+		return;	/* out of memory: the reply is lost, the
+			 * write timeout or the peer ends the connection */
+	memcpy(c->out + c->out_len, p, n);
+	c->out_len += n;
+}
+
+bool conn_over_limits(const struct conn *c)
+{
+	return c->out_len - c->out_off >= LIM(max_output) ||
+	       c->inflight >= LIM(max_inflight);
+}
+
+void conn_put(struct conn *c)
+{
+	if (--c->refs)
+		return;
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	if (c->fd < 0)
+		return;
+	close(c->fd);	/* also leaves the epoll set */
+	c->fd = -1;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	__atomic_fetch_sub(&pd.conns, 1, __ATOMIC_RELAXED);
+	if (c->proto == PROTO_HTTP) {
+		http_abandon_queue(c);
+		if (c->hcur) {
+			job_free(c->hcur);	/* being parsed: never dispatched */
+			c->hcur = NULL;
+			c->refs--;
+		}
+	}
+	conn_put(c);	/* the list's reference */
+}
+
+static void conn_new(struct worker *w, int fd, enum conn_proto proto,
+		     const struct sockaddr_storage *peer, socklen_t plen)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->w = w;
+	c->fd = fd;
+	c->proto = proto;
+	c->refs = 1;
+	c->reading = true;
+	c->last_active_ns = now_ns();
+	memcpy(&c->peer, peer, plen);
+	c->peer_len = plen;
+	if (proto == PROTO_HTTP)
+		http_conn_init(c);
+	if (ep_ctl(w, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP, c)) {
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = w->conns;
+	if (c->next)
+		c->next->prev = c;
+	w->conns = c;
+	w->nconns++;
+	__atomic_fetch_add(&pd.conns, 1, __ATOMIC_RELAXED);
+	ctr_add(&w->st->conns, 1);
+	if (w->draining)
+		c->goaway = true;
+}
+
+static int conn_flush(struct conn *c)
+{
+	bool progress = false;
+
 	while (c->out_off < c->out_len) {
 		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
 				 MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0)
-			return errno == EAGAIN ? 0 : -errno;
+		if (n < 0) {
+			if (errno != EAGAIN)
+				return -errno;
+			break;
+		}
 		c->out_off += n;
+		progress = true;
 	}
-	c->out_off = c->out_len = 0;
+	if (c->out_off == c->out_len) {
+		c->out_off = c->out_len = 0;
+		c->write_stall_ns = 0;
+	} else if (progress || !c->write_stall_ns) {
+		c->write_stall_ns = now_ns();
+	}
+	if (progress)
+		c->last_active_ns = now_ns();
 	return 0;
 }
 
+static bool conn_done(const struct conn *c)
+{
+	return !c->inflight && c->out_off == c->out_len;
+}
+
 /* Re-arm epoll for what the connection can do now. */
-static int conn_arm(struct worker *w, struct conn *c)
+static int conn_arm(struct conn *c)
 {
-	bool pending = c->out_len > c->out_off;
-	uint32_t ev = EPOLLRDHUP;
+	uint32_t ev = 0;
 
-	c->reading = c->out_len - c->out_off < OUT_LIMIT;
+	/* Not reading means not watching for the peer's FIN either:
+	 * a level-triggered RDHUP we do not act on would spin. */
+	c->reading = !c->paused && !c->closing;
 	if (c->reading)
-		ev |= EPOLLIN;
-	if (pending)
+		ev |= EPOLLIN | EPOLLRDHUP;
+	/* EPOLLOUT also when a parser is held back with nothing left to
+	 * send (rounds ran out above): the next wake-up resumes it. */
+	if (c->out_len > c->out_off || (c->paused && !conn_over_limits(c)))
 		ev |= EPOLLOUT;
-	return ep_mod(w->epfd, c->fd, ev, c);
+	return ep_ctl(c->w, EPOLL_CTL_MOD, c->fd, ev, c);
 }
 
-/* Handle every complete request in the input buffer. Returns -EPROTO when
- * the stream cannot be framed any more and must be closed. */
-static int conn_process(struct worker *w, struct conn *c)
+static int conn_parse(struct conn *c)
 {
-	uint32_t off = 0;
-	int ret = 0;
+	return c->proto == PROTO_HTTP ? http_input(c) : native_input(c);
+}
 
-	while (c->in_len - off >= POPUP_WIRE_HDR_LEN) {
-		struct popup_wire_hdr req;
-		uint32_t cap, rlen;
-
-		popup_wire_decode(c->in + off, &req);
-		if (req.magic != POPUP_WIRE_MAGIC) {
-			stat_add(&w->st->errors, 1);
-			ret = -EPROTO;
+/* After output or completions: flush, resume a parser that limits held
+ * back once they no longer do, close when finished, re-arm. */
+static void conn_kick(struct conn *c)
+{
+	if (c->fd < 0)
+		return;
+	/* Flushing first matters: the kernel may take all the output that
+	 * paused the parser, and nothing else would resume it. */
+	for (int round = 0; round < 8; round++) {
+		if (conn_flush(c))
+			goto close;
+		if (!c->paused || conn_over_limits(c))
+			break;
+		c->paused = false;
+		if (conn_parse(c) < 0) {
+			c->closing = true;
 			break;
 		}
-		if (req.len > w->cfg->max_payload) {
-			/* Answer, then close: skipping the body would mean
-			 * trusting a length we just refused. */
-			req.len = w->cfg->max_payload + 1;
-			cap = 0;
-			if (buf_reserve(&c->out, &c->out_cap, c->out_len + POPUP_WIRE_HDR_LEN))
-				return -ENOMEM;
-			c->out_len += dispatch(w, &req, NULL, c->out + c->out_len, 0);
-			ret = -EPROTO;
-			break;
-		}
-		if (c->in_len - off - POPUP_WIRE_HDR_LEN < req.len)
-			break;	/* body incomplete */
-		cap = w->cfg->max_payload;
-		if (buf_reserve(&c->out, &c->out_cap,
-				(uint64_t)c->out_len + POPUP_WIRE_HDR_LEN + cap))
-			return -ENOMEM;
-		sample_locality(w, c->fd);
-		stat_add(&w->st->tcp_requests, 1);
-		rlen = dispatch(w, &req, c->in + off + POPUP_WIRE_HDR_LEN,
-				c->out + c->out_len, cap);
-		c->out_len += rlen;
-		off += POPUP_WIRE_HDR_LEN + req.len;
-		if (c->out_len - c->out_off >= OUT_LIMIT)
-			break;	/* backpressure: stop until the peer reads */
 	}
-	memmove(c->in, c->in + off, c->in_len - off);
-	c->in_len -= off;
-	return ret;
+	if (c->closing && conn_done(c))
+		goto close;
+	if (conn_arm(c))
+		goto close;
+	return;
+close:
+	conn_close(c);
 }
 
-static void conn_readable(struct worker *w, struct conn *c)
+static void conn_readable(struct conn *c)
 {
-	int err;
-
-	for (;;) {
+	for (int budget = 16; budget > 0 && !c->paused && !c->closing; budget--) {
 		ssize_t n;
 
-		if (buf_reserve(&c->in, &c->in_cap,
-				(uint64_t)c->in_len + 4096) < 0)
+		if (buf_reserve(&c->in, &c->in_cap, (uint64_t)c->in_len + READ_CHUNK) < 0)
 			goto close;
 		n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
-		if (n == 0)
-			goto close;
+		if (n == 0) {
+			/* The peer finished sending: answer what it sent,
+			 * then close. */
+			c->closing = true;
+			break;
+		}
 		if (n < 0) {
 			if (errno == EAGAIN)
 				break;
 			goto close;
 		}
 		c->in_len += n;
-		err = conn_process(w, c);
-		if (err) {
-			conn_flush(w, c);
+		c->last_active_ns = now_ns();
+		if (conn_parse(c) < 0) {
+			ctr_add(&pd.ctr.proto_errors, 1);
+			ctr_add(&c->w->st->errors, 1);
+			c->closing = true;
+			c->in_len = 0;
+			conn_flush(c);
 			goto close;
 		}
-		if (c->out_len - c->out_off >= OUT_LIMIT)
+		if (c->out_len - c->out_off >= LIM(max_output))
 			break;
 	}
-	if (conn_flush(w, c) || conn_arm(w, c))
-		goto close;
+	conn_kick(c);
 	return;
 close:
-	conn_free(w, c);
+	conn_close(c);
 }
 
-static void conn_writable(struct worker *w, struct conn *c)
+/* ---- jobs -------------------------------------------------------------- */
+
+void job_attach(struct conn *c, struct job *j)
 {
-	if (conn_flush(w, c))
-		goto close;
-	/* Output drained below the bound: resume requests held back. */
-	if (!c->reading && conn_process(w, c))
-		goto close;
-	if (conn_flush(w, c) || conn_arm(w, c))
-		goto close;
-	return;
-close:
-	conn_free(w, c);
+	j->conn = c;
+	c->refs++;
+	if (c->proto != PROTO_HTTP)
+		return;
+	if (c->hq_tail)
+		c->hq_tail->hnext = j;
+	else
+		c->hq_head = j;
+	c->hq_tail = j;
 }
 
-static void tcp_accept(struct worker *w)
+/* Hand a finished job's result to its connection (worker thread only). */
+static void job_deliver(struct worker *w, struct job *j)
 {
-	for (int budget = 64; budget > 0; budget--) {
-		int one = 1, fd;
-		struct conn *c;
+	struct conn *c = j->conn;
 
-		fd = accept4(w->tcp_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			/* EMFILE/ENFILE: leave the connection queued; the
-			 * listener stays readable, so back off instead of
-			 * spinning on it. */
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM)
-				usleep(1000);
+	ctr_add(&w->st->requests, 1);
+	if (j->status || j->pstatus)
+		ctr_add(&w->st->errors, 1);
+	if (!c) {
+		unsigned char *buf;
+		uint32_t n;
+
+		w->udp_inflight--;
+		buf = malloc(POPUP_WIRE_HDR_LEN + j->res_len + 256);
+		if (buf && (n = native_encode(j, buf, POPUP_WIRE_HDR_LEN + j->res_len + 256)))
+			sendto(w->udp_fd, buf, n, MSG_DONTWAIT,
+			       (struct sockaddr *)&j->peer, j->peer_len);
+		free(buf);
+		job_free(j);
+		return;
+	}
+	c->inflight--;
+	if (c->proto == PROTO_HTTP) {
+		j->done = true;
+		if (c->fd >= 0 && !c->http_closed) {
+			http_flush_ready(c);
 			return;
 		}
-		if (w->nconns >= w->cfg->max_conns) {
-			stat_add(&w->st->errors, 1);
-			close(fd);	/* explicit refusal: the peer sees a close */
-			continue;
-		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		c = calloc(1, sizeof(*c));
-		if (!c) {
-			close(fd);
-			continue;
-		}
-		c->fd = fd;
-		c->reading = true;
-		if (ep_add(w->epfd, fd, EPOLLIN | EPOLLRDHUP, c)) {
-			close(fd);
-			free(c);
-			continue;
-		}
-		conn_link(w, c);
-		stat_add(&w->st->conns, 1);
+	} else if (c->fd >= 0) {
+		native_reply(c, j);
 	}
+	job_free(j);
+	conn_put(c);
+}
+
+void dispatch_job(struct worker *w, struct job *j)
+{
+	struct svc *s = j->svc;
+	struct pool *p;
+	int err;
+
+	j->w = w;
+	if (j->conn)
+		j->conn->inflight++;
+	else
+		w->udp_inflight++;
+	if (j->pstatus || j->http_code || !s) {
+		job_deliver(w, j);	/* popupd answers itself */
+		return;
+	}
+	if (j->conn && j->conn->proto == PROTO_NATIVE)
+		sample_locality(w, j->conn->fd);
+	if (j->origin == POPUP_SVC_ORIGIN_UDP)
+		ctr_add(&w->st->udp_requests, 1);
+	else
+		ctr_add(&w->st->tcp_requests, 1);
+	j->deadline_ns = j->arrival_ns +
+		(uint64_t)__atomic_load_n(&s->pool.timeout_ms, __ATOMIC_RELAXED) * 1000000;
+	if (s->dispatch == POPUP_SVC_DISPATCH_INLINE) {
+		job_run(j);
+		job_deliver(w, j);
+		return;
+	}
+	p = s->pools[s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? w->idx : 0];
+	err = pool_submit(p, j);
+	if (err) {
+		j->status = -EBUSY;
+		j->msg = err == -EBUSY ? "service queue full" : "service stopping";
+		ctr_add(&pd.ctr.busy, 1);
+		svc_account(s, -EBUSY, j->arrival_ns, false);
+		job_deliver(w, j);
+	}
+}
+
+void worker_complete(struct job *j)
+{
+	struct worker *w = j->w;
+	uint64_t one = 1;
+	bool first;
+
+	pthread_mutex_lock(&w->done_lock);
+	first = !w->done_head;
+	j->next = w->done_head;
+	w->done_head = j;
+	pthread_mutex_unlock(&w->done_lock);
+	if (first && write(w->wake_fd, &one, sizeof(one)) < 0)
+		pr_warn("worker %d: cannot wake: %s", w->cpu, strerror(errno));
+}
+
+static struct job *take_done(struct worker *w)
+{
+	struct job *list, *rev = NULL;
+
+	pthread_mutex_lock(&w->done_lock);
+	list = w->done_head;
+	w->done_head = NULL;
+	pthread_mutex_unlock(&w->done_lock);
+	while (list) {		/* oldest first */
+		struct job *next = list->next;
+
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	return rev;
+}
+
+static void drain_completions(struct worker *w)
+{
+	uint64_t v;
+	struct job *j, *next;
+
+	if (read(w->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		pr_warn("worker %d: eventfd read: %s", w->cpu, strerror(errno));
+	for (j = take_done(w); j; j = next) {
+		struct conn *c = j->conn;
+
+		next = j->next;
+		if (c)
+			c->refs++;	/* keep it across the delivery */
+		job_deliver(w, j);
+		if (c) {
+			conn_kick(c);
+			conn_put(c);
+		}
+	}
+}
+
+/* ---- UDP --------------------------------------------------------------- */
+
+static void udp_drain(struct worker *w)
+{
+	static __thread unsigned char in[UDP_MAX];
+	struct sockaddr_storage peer;
+	socklen_t plen;
+	ssize_t n;
+
+	for (int budget = 64; budget > 0; budget--) {
+		plen = sizeof(peer);
+		n = recvfrom(w->udp_fd, in, sizeof(in), 0, (struct sockaddr *)&peer, &plen);
+		if (n < 0)
+			return;	/* EAGAIN, or an ICMP error: nothing to answer */
+		native_udp(w, in, n, &peer, plen);
+	}
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void refuse(int fd, enum conn_proto proto, const char *why)
+{
+	if (proto == PROTO_HTTP) {
+		http_refuse(fd, 503, why);
+	} else {
+		struct popup_wire_hdr h = {
+			.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
+			.flags = POPUP_WIRE_F_REPLY, .status = POPUP_WIRE_S_BUSY,
+		};
+		unsigned char b[POPUP_WIRE_HDR_LEN];
+
+		popup_wire_encode(b, &h);
+		if (send(fd, b, sizeof(b), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			pr_debug("refusal not sent: %s", strerror(errno));
+	}
+	close(fd);
+}
+
+static void accept_pause(struct worker *w)
+{
+	if (w->accept_paused)
+		return;
+	w->accept_paused = true;
+	w->accept_resume_ns = now_ns() + ACCEPT_PAUSE_MS * 1000000ull;
+	if (w->tcp_fd >= 0)
+		ep_ctl(w, EPOLL_CTL_MOD, w->tcp_fd, 0, (void *)EV_TCP_LISTEN);
+	if (w->http_fd >= 0)
+		ep_ctl(w, EPOLL_CTL_MOD, w->http_fd, 0, (void *)EV_HTTP_LISTEN);
+}
+
+static void accept_resume(struct worker *w)
+{
+	w->accept_paused = false;
+	if (w->tcp_fd >= 0)
+		ep_ctl(w, EPOLL_CTL_MOD, w->tcp_fd, EPOLLIN, (void *)EV_TCP_LISTEN);
+	if (w->http_fd >= 0)
+		ep_ctl(w, EPOLL_CTL_MOD, w->http_fd, EPOLLIN, (void *)EV_HTTP_LISTEN);
+}
+
+/*
+ * Out of descriptors: free the spare one to accept the oldest waiting
+ * connection and tell it why it is closed, then stop watching the
+ * listeners for a moment (they stay readable, so watching them would
+ * spin); the timer resumes accepting.
+ */
+static void accept_emfile(struct worker *w, int lfd, enum conn_proto proto)
+{
+	ctr_add(&pd.ctr.accept_emfile, 1);
+	if (w->spare_fd >= 0) {
+		int fd;
+
+		close(w->spare_fd);
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0) {
+			ctr_add(&pd.ctr.conns_refused, 1);
+			refuse(fd, proto, "out of file descriptors");
+		}
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	accept_pause(w);
+}
+
+static void tcp_accept(struct worker *w, int lfd, enum conn_proto proto)
+{
+	for (int budget = 64; budget > 0; budget--) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int fd;
+
+		fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			if (errno == EMFILE || errno == ENFILE)
+				accept_emfile(w, lfd, proto);
+			else if (errno == ENOBUFS || errno == ENOMEM)
+				accept_pause(w);
+			return;
+		}
+		if (__atomic_load_n(&pd.conns, __ATOMIC_RELAXED) >= LIM(max_conns)) {
+			ctr_add(&pd.ctr.conns_refused, 1);
+			refuse(fd, proto, "too many connections");
+			continue;
+		}
+		conn_new(w, fd, proto, &peer, plen);
+	}
+}
+
+/* ---- timers and drain --------------------------------------------------- */
+
+static void sweep(struct worker *w, uint64_t now)
+{
+	uint64_t idle = LIM(idle_timeout_ms) * 1000000ull;
+	uint64_t reqt = LIM(request_timeout_ms) * 1000000ull;
+	uint64_t wrt = LIM(write_timeout_ms) * 1000000ull;
+	struct conn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		bool quiet = conn_done(c) && !c->req_start_ns && !c->in_len;
+
+		next = c->next;
+		if (c->write_stall_ns && now - c->write_stall_ns > wrt) {
+			ctr_add(&pd.ctr.write_closed, 1);
+			conn_close(c);
+		} else if (c->req_start_ns && !c->paused && now - c->req_start_ns > reqt) {
+			ctr_add(&pd.ctr.slow_closed, 1);
+			if (c->proto == PROTO_HTTP && conn_done(c))
+				http_refuse(dup(c->fd), 408, "request not received in time");
+			conn_close(c);
+		} else if (quiet && now - c->last_active_ns > idle) {
+			ctr_add(&pd.ctr.idle_closed, 1);
+			conn_close(c);
+		} else if (w->draining && quiet) {
+			uint64_t since = c->last_active_ns > w->drain_started_ns ?
+					 c->last_active_ns : w->drain_started_ns;
+
+			if (now - since > DRAIN_LINGER_MS * 1000000ull)
+				conn_close(c);
+		}
+	}
+	if (w->accept_paused && now >= w->accept_resume_ns)
+		accept_resume(w);
+}
+
+static void close_listener(struct worker *w, int *fd)
+{
+	if (*fd < 0)
+		return;
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, *fd, NULL);
+	close(*fd);
+	*fd = -1;
+}
+
+static void drain_begin(struct worker *w)
+{
+	static const struct popup_wire_hdr goaway = {
+		.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
+		.flags = POPUP_WIRE_F_REPLY, .status = POPUP_WIRE_S_BUSY,
+	};
+	unsigned char b[POPUP_WIRE_HDR_LEN];
+	uint64_t now = now_ns();
+
+	w->draining = true;
+	w->drain_started_ns = now;
+	w->drain_deadline_ns = now + LIM(stop_timeout_ms) * 1000000ull;
+	/* Serve what already waits in the accept queues, then close the
+	 * listeners: connections still in the handshake migrate. */
+	if (w->accept_paused)
+		accept_resume(w);
+	if (w->tcp_fd >= 0)
+		tcp_accept(w, w->tcp_fd, PROTO_NATIVE);
+	if (w->http_fd >= 0)
+		tcp_accept(w, w->http_fd, PROTO_HTTP);
+	close_listener(w, &w->tcp_fd);
+	close_listener(w, &w->http_fd);
+	popup_wire_encode(b, &goaway);
+	for (struct conn *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		c->goaway = true;
+		if (c->proto == PROTO_NATIVE)
+			conn_append(c, b, sizeof(b));
+		conn_kick(c);
+	}
+}
+
+static bool drain_finished(struct worker *w, uint64_t now)
+{
+	if (now >= w->drain_deadline_ns) {
+		if (w->nconns || w->udp_inflight)
+			pr_warn("worker %d: stop deadline: closing %u connections", w->cpu,
+				w->nconns);
+		return true;
+	}
+	return !w->nconns && !w->udp_inflight;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void handle_event(struct worker *w, struct epoll_event *ev)
+{
+	uintptr_t tag = (uintptr_t)ev->data.ptr;
+	struct conn *c;
+
+	switch (tag) {
+	case EV_TCP_LISTEN:
+		if (w->tcp_fd >= 0)
+			tcp_accept(w, w->tcp_fd, PROTO_NATIVE);
+		return;
+	case EV_HTTP_LISTEN:
+		if (w->http_fd >= 0)
+			tcp_accept(w, w->http_fd, PROTO_HTTP);
+		return;
+	case EV_UDP:
+		udp_drain(w);
+		return;
+	case EV_WAKE:
+		drain_completions(w);
+		return;
+	}
+	c = ev->data.ptr;
+	if (c->fd < 0)
+		return;	/* closed earlier in this batch */
+	if ((ev->events & (EPOLLHUP | EPOLLERR)) && !c->reading)
+		conn_close(c);	/* the peer is gone: nothing can be sent */
+	else if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		conn_readable(c);
+	else if (ev->events & EPOLLOUT)
+		conn_kick(c);
 }
 
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct epoll_event evs[64];
+	uint64_t last_sweep = now_ns();
 	char name[16];
 	int err;
 
@@ -429,32 +837,34 @@ static void *worker_main(void *arg)
 	__atomic_store_n(&w->st->live, 1, __ATOMIC_RELAXED);
 
 	for (;;) {
-		int n = epoll_wait(w->epfd, evs, 64, -1);
+		int stop = __atomic_load_n(&w->stop_req, __ATOMIC_ACQUIRE);
+		uint64_t now;
+		int n, timeout;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
+		if (stop == 2)
+			break;
+		if (stop == 1 && !w->draining)
+			drain_begin(w);
+		/* Timers only matter with connections, a paused accept or a
+		 * drain; otherwise sleep until something arrives. */
+		timeout = (w->nconns || w->accept_paused || w->draining) ? TICK_MS : -1;
+		n = epoll_wait(w->epfd, evs, 64, timeout);
+		if (n < 0 && errno != EINTR) {
 			pr_err("worker %d: epoll_wait: %s", w->cpu, strerror(errno));
 			break;
 		}
-		for (int i = 0; i < n; i++) {
-			uintptr_t tag = (uintptr_t)evs[i].data.ptr;
-
-			if (tag == EV_STOP)
-				goto out;
-			if (tag == EV_TCP_LISTEN)
-				tcp_accept(w);
-			else if (tag == EV_UDP)
-				udp_drain(w);
-			else if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
-				conn_readable(w, evs[i].data.ptr);
-			else if (evs[i].events & EPOLLOUT)
-				conn_writable(w, evs[i].data.ptr);
+		for (int i = 0; i < n; i++)
+			handle_event(w, &evs[i]);
+		now = now_ns();
+		if (now - last_sweep >= TICK_MS * 1000000ull) {
+			sweep(w, now);
+			last_sweep = now;
 		}
+		if (w->draining && drain_finished(w, now))
+			break;
 	}
-out:
 	while (w->conns)
-		conn_free(w, w->conns);
+		conn_close(w->conns);
 	__atomic_store_n(&w->st->live, 0, __ATOMIC_RELAXED);
 	return NULL;
 }
@@ -464,11 +874,13 @@ int worker_start(struct worker *w)
 	int err;
 
 	w->st->cpu = w->cpu;
-	err = ep_add(w->epfd, w->tcp_fd, EPOLLIN, (void *)EV_TCP_LISTEN);
+	err = ep_ctl(w, EPOLL_CTL_ADD, w->tcp_fd, EPOLLIN, (void *)EV_TCP_LISTEN);
 	if (!err)
-		err = ep_add(w->epfd, w->udp_fd, EPOLLIN, (void *)EV_UDP);
+		err = ep_ctl(w, EPOLL_CTL_ADD, w->udp_fd, EPOLLIN, (void *)EV_UDP);
 	if (!err)
-		err = ep_add(w->epfd, w->stop_fd, EPOLLIN, (void *)EV_STOP);
+		err = ep_ctl(w, EPOLL_CTL_ADD, w->wake_fd, EPOLLIN, (void *)EV_WAKE);
+	if (!err && w->http_fd >= 0)
+		err = ep_ctl(w, EPOLL_CTL_ADD, w->http_fd, EPOLLIN, (void *)EV_HTTP_LISTEN);
 	if (err) {
 		pr_err("worker %d: epoll_ctl: %s", w->cpu, strerror(-err));
 		return err;
@@ -482,25 +894,83 @@ int worker_start(struct worker *w)
 	return 0;
 }
 
-void worker_stop(struct worker *w)
+void worker_request_stop(struct worker *w, int how)
 {
 	uint64_t one = 1;
+	int cur = __atomic_load_n(&w->stop_req, __ATOMIC_RELAXED);
 
+	if (how > cur)
+		__atomic_store_n(&w->stop_req, how, __ATOMIC_RELEASE);
+	if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof(one)) < 0)
+		pr_warn("worker %d: cannot signal stop: %s", w->cpu, strerror(errno));
+}
+
+void worker_join(struct worker *w)
+{
 	if (!w->started)
 		return;
-	if (write(w->stop_fd, &one, sizeof(one)) != sizeof(one))
-		pr_warn("worker %d: cannot signal stop: %s", w->cpu, strerror(errno));
 	pthread_join(w->thread, NULL);
 	w->started = false;
 }
 
+/* After the thread and the pools are gone: drop late completions. */
 void worker_close(struct worker *w)
 {
-	int *fds[] = { &w->tcp_fd, &w->udp_fd, &w->epfd, &w->stop_fd };
+	int *fds[] = { &w->tcp_fd, &w->udp_fd, &w->http_fd, &w->epfd, &w->wake_fd,
+		       &w->spare_fd };
+	struct job *j, *next;
 
+	for (j = take_done(w); j; j = next) {
+		next = j->next;
+		if (j->conn)
+			conn_put(j->conn);
+		job_free(j);
+	}
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)
 			close(*fds[i]);
 		*fds[i] = -1;
 	}
+	pthread_mutex_destroy(&w->done_lock);
+}
+
+/* ---- entry points for the fuzz targets (tests/fuzz/) -------------------- */
+
+/* Serve @fd as a connection of @w without its thread running; the caller
+ * feeds the input and reads the peer end. */
+struct conn *worker_adopt(struct worker *w, int fd, enum conn_proto proto)
+{
+	struct sockaddr_storage peer = { .ss_family = AF_UNIX };
+
+	conn_new(w, fd, proto, &peer, sizeof(sa_family_t));
+	return w->conns && w->conns->fd == fd ? w->conns : NULL;
+}
+
+/* As if @len bytes had been received; false once the connection closed. */
+bool worker_feed(struct conn *c, const void *data, size_t len)
+{
+	bool alive;
+
+	if (c->fd < 0 || c->closing)
+		return false;
+	c->refs++;	/* a close below must not free it under us */
+	if (buf_reserve(&c->in, &c->in_cap, (uint64_t)c->in_len + len) < 0) {
+		conn_close(c);
+	} else {
+		memcpy(c->in + c->in_len, data, len);
+		c->in_len += len;
+		if (conn_parse(c) < 0)
+			conn_close(c);
+		else
+			conn_kick(c);
+	}
+	alive = c->fd >= 0;
+	conn_put(c);
+	return alive;
+}
+
+void worker_drop(struct worker *w)
+{
+	while (w->conns)
+		conn_close(w->conns);
 }

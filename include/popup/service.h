@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: LGPL-2.1 OR BSD-2-Clause */
+/*
+ * The popupd service plugin ABI.
+ *
+ * A service is a shared object that defines one symbol,
+ * POPUP_SVC_SYMBOL ("popup_service"), a const struct popup_svc_def: its
+ * name and version, its method table, how its handlers may be run
+ * (dispatch model) and its handler pool settings. popupd dlopen()s the
+ * services named in its configuration, checks every definition before it
+ * serves anything (a missing symbol, another ABI version, a duplicate name
+ * or id, a malformed method table stop the start with one clear message),
+ * then serves each service to network callers (native protocol over TCP
+ * and UDP, HTTP POST /<service>/<method>) and to local callers through
+ * libpopup.
+ *
+ * A plugin needs only this header and libc: it links nothing of popup.
+ *
+ * Handlers get a struct popup_svc_call: the method, the request bytes, a
+ * result buffer of the method's max_res bytes, the caller (peer address for
+ * network callers, kernel- or SO_PEERCRED-stamped credentials for local
+ * ones), the CPU the request arrived on, its priority and its deadline.
+ * A handler returns 0, or a negative errno that popupd maps onto the
+ * protocol (see POPUP_SVC errno mapping below); on error the bytes it put
+ * in the result buffer are sent as an error message.
+ *
+ * Unless the service says POPUP_SVC_DISPATCH_INLINE, handlers may block:
+ * they run in the service's bounded handler pool, never on a network
+ * worker's event loop. Handlers of one service run concurrently; the
+ * service protects its own state.
+ *
+ * Compatibility: popupd refuses a definition whose abi_version is not
+ * POPUP_SVC_ABI_VERSION or whose struct_size is smaller than the one it
+ * knows. Fields are only ever appended; a bigger struct_size from a newer
+ * header is accepted when the unknown tail is zero.
+ */
+#ifndef POPUP_SERVICE_H
+#define POPUP_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define POPUP_SVC_ABI_VERSION	1
+#define POPUP_SVC_SYMBOL	"popup_service"
+
+#define POPUP_SVC_NAME_MAX	32	/* name bytes including the NUL */
+#define POPUP_SVC_MAX_METHODS	64
+#define POPUP_SVC_MAX_MSG	(1U << 20)	/* max_arg and max_res */
+
+/* Where a call came from. */
+enum popup_svc_origin {
+	POPUP_SVC_ORIGIN_TCP = 1,	/* native protocol over TCP */
+	POPUP_SVC_ORIGIN_UDP,		/* native protocol over UDP */
+	POPUP_SVC_ORIGIN_HTTP,		/* HTTP/1.1 POST /<service>/<method> */
+	POPUP_SVC_ORIGIN_LOCAL,		/* libpopup (popup.ko or Unix socket) */
+};
+
+/*
+ * How popupd runs a service's handlers.
+ * POOL:        a bounded pool of handler threads shared by all CPUs,
+ *              grown on demand up to max_threads, with a bounded queue in
+ *              front: past queue_limit a call is refused as busy.
+ * POOL_PERCPU: one such pool per network worker CPU, its threads pinned
+ *              there, so a request is received, handled and answered on
+ *              one CPU. The limits apply per CPU.
+ * INLINE:      on the network worker thread that received the request.
+ *              Only for handlers that never block and finish in
+ *              microseconds (echo); one slow handler stalls a whole CPU.
+ */
+enum popup_svc_dispatch {
+	POPUP_SVC_DISPATCH_POOL = 0,
+	POPUP_SVC_DISPATCH_POOL_PERCPU,
+	POPUP_SVC_DISPATCH_INLINE,
+};
+
+/*
+ * struct popup_svc_pool - handler pool settings (popupd's configuration
+ * may override each one per service; 0 selects popupd's default)
+ * @min_threads:     threads kept even when idle (default 1)
+ * @max_threads:     threads at most, 1..1024 (default 8)
+ * @queue_limit:     calls waiting for a thread, 1..65536 (default 256);
+ *                   past it a call gets a busy reply, it is never dropped
+ * @idle_timeout_ms: a thread above @min_threads idle this long retires
+ *                   (default 10000)
+ * @timeout_ms:      deadline of a call from its arrival (default 5000):
+ *                   a call still queued at its deadline is answered
+ *                   "timeout" without running; a handler that finishes
+ *                   past it has its result replaced by "timeout"
+ */
+struct popup_svc_pool {
+	uint32_t min_threads;
+	uint32_t max_threads;
+	uint32_t queue_limit;
+	uint32_t idle_timeout_ms;
+	uint32_t timeout_ms;
+};
+
+/*
+ * struct popup_svc_call - one call, as a handler sees it
+ * Valid until the handler returns; @req and @res never alias.
+ */
+struct popup_svc_call {
+	uint32_t method;		/* method id */
+	enum popup_svc_origin origin;
+	const void *req;		/* request bytes (arguments) */
+	uint32_t req_len;
+	uint32_t res_cap;		/* the method's max_res */
+	void *res;			/* result buffer, @res_cap bytes */
+	uint32_t res_len;		/* set by the handler; starts at 0 */
+	int32_t cpu;			/* CPU the request arrived on */
+	int32_t priority;		/* higher runs first; network calls 0 */
+	uint32_t flags;			/* POPUP_SVC_CALL_* */
+	uint64_t deadline_ns;		/* CLOCK_MONOTONIC; 0 = none */
+	/* Caller. Network: @peer/@peer_len; local: @pid/@uid/@gid. */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	int32_t pid;
+	uint32_t uid;
+	uint32_t gid;
+	void *state;			/* what the service's init returned */
+};
+
+#define POPUP_SVC_CALL_ONEWAY	(1U << 0)	/* nobody reads the result */
+
+/*
+ * Errno mapping, native status / HTTP status:
+ *   0                 ok (0) / 200
+ *   -EINVAL, -EBADMSG bad request (1) / 400
+ *   -E2BIG, -EMSGSIZE too big (4) / 413
+ *   -EAGAIN, -EBUSY   busy (5) / 503
+ *   -ETIMEDOUT        timeout (6) / 504
+ *   -ENOENT           handler error (7) / 404 (a missing item, e.g. a key)
+ *   -EACCES, -EPERM   handler error (7) / 403
+ *   anything else     handler error (7) / 500
+ */
+typedef int (*popup_svc_handler_fn)(struct popup_svc_call *call);
+
+/*
+ * struct popup_svc_method - one entry of the method table
+ * @id:      1..65535 (the native header carries 16 bits), unique
+ * @name:    [A-Za-z0-9_-], unique; HTTP uses it in the URL
+ * @max_arg: largest request accepted, <= POPUP_SVC_MAX_MSG; larger ones
+ *           are refused (413) before the handler sees them
+ * @max_res: result buffer size, <= POPUP_SVC_MAX_MSG
+ * @flags:   POPUP_SVC_M_*
+ */
+struct popup_svc_method {
+	uint32_t id;
+	const char *name;
+	uint32_t max_arg;
+	uint32_t max_res;
+	uint32_t flags;
+	popup_svc_handler_fn handler;
+};
+
+#define POPUP_SVC_M_IDEMPOTENT	(1U << 0)	/* safe to retry */
+
+/*
+ * struct popup_svc_env - what popupd offers a service at init
+ * @get: a value of the service's configuration section
+ *       ([service.<name>] in popupd.conf), or NULL; valid during init
+ *       only (a reload replaces the configuration): copy what you keep
+ * @log: log through popupd (level 3 error, 4 warning, 6 info, 7 debug)
+ */
+struct popup_svc_env {
+	const char *name;
+	const char *(*get)(const struct popup_svc_env *env, const char *key);
+	void (*log)(const struct popup_svc_env *env, int level, const char *fmt, ...)
+		__attribute__((format(printf, 3, 4)));
+	void *priv;			/* popupd's; do not touch */
+};
+
+/*
+ * struct popup_svc_def - the service, as exported by POPUP_SVC_SYMBOL
+ * @abi_version: POPUP_SVC_ABI_VERSION
+ * @struct_size: sizeof(struct popup_svc_def)
+ * @name:        [A-Za-z0-9_-], 1..POPUP_SVC_NAME_MAX-1 bytes
+ * @version:     interface version (libpopup imports name + version)
+ * @id:          preferred native service id (0: popupd assigns one);
+ *               popupd.conf may override it
+ * @methods:     @nr_methods entries, 1..POPUP_SVC_MAX_METHODS
+ * @pool:        defaults for the handler pool
+ * @dispatch:    enum popup_svc_dispatch
+ * @init:        optional; runs once before any call, may fail with a
+ *               negative errno (the start fails); *@state is handed to
+ *               every call
+ * @fini:        optional; runs after the last call
+ */
+struct popup_svc_def {
+	uint32_t abi_version;
+	uint32_t struct_size;
+	const char *name;
+	uint32_t version;
+	uint32_t id;
+	const struct popup_svc_method *methods;
+	uint32_t nr_methods;
+	enum popup_svc_dispatch dispatch;
+	struct popup_svc_pool pool;
+	int (*init)(const struct popup_svc_env *env, void **state);
+	void (*fini)(void *state);
+};
+
+/* Define the service: POPUP_SVC_DEFINE = { .abi_version = ..., ... }; */
+#define POPUP_SVC_DEFINE					\
+	__attribute__((visibility("default")))			\
+	const struct popup_svc_def popup_service
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POPUP_SERVICE_H */
