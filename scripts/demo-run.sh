@@ -85,8 +85,8 @@ bad=$(ps -L -o psr=,comm= -p "$pid" | awk '$2 ~ /^popupd-w/ { sub("popupd-w", ""
 
 step "popupctl stats"
 "$bin/popupctl" stats
-json=$("$bin/popupctl" stats --json)
-idle=$(grep -o '"requests":0,' <<<"$json" | wc -l)
+json=$("$bin/popupctl" stats --json) || die "popupctl stats --json failed (status $?)"
+idle=$(grep -o '"requests":0,' <<<"$json" | wc -l || true)
 [ "$idle" -eq 0 ] || die "$idle worker(s) served no request"
 
 step "stop popupd (SIGTERM) and unload"
