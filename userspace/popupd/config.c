@@ -118,6 +118,21 @@ static int parse_bool(const char *s, bool *out)
 	return -EINVAL;
 }
 
+static int parse_arrival(const char *s, int *out)
+{
+	static const char *const names[] = {
+		[ARRIVAL_AUTO] = "auto", [ARRIVAL_KERNEL] = "kernel", [ARRIVAL_USER] = "user",
+	};
+
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(s, names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static int parse_port(const char *s, int *out)
 {
 	uint32_t v;
@@ -284,6 +299,8 @@ static int set_main_key(struct popupd_config *cfg, const char *k, const char *v)
 	}
 	if (!strcmp(k, "local"))
 		return parse_bool(v, &cfg->local);
+	if (!strcmp(k, "arrival"))
+		return parse_arrival(v, &cfg->arrival);
 	if (!strcmp(k, "stats"))
 		return set_str(&cfg->stats_path, v);
 	if (!strcmp(k, "port_file"))
@@ -372,6 +389,8 @@ static void usage(FILE *f)
 "      --no-bpf             do not attach the steering program (kernel hash)\n"
 "      --pin-dir DIR        bpffs directory for pins (/sys/fs/bpf/popup)\n"
 "      --no-local           do not export services through libpopup\n"
+"      --arrival MODE       UDP arrival: kernel (popup.ko contexts), user\n"
+"                           (epoll), auto: kernel when the module offers it\n"
 "      --stats PATH         statistics file (" POPUP_STATS_PATH ")\n"
 "      --max-payload N      largest request payload in bytes (65536)\n"
 "      --LIMIT N            any [limits] key, e.g. --max-conns 100,\n"
@@ -409,7 +428,7 @@ static const char *opt_name(const struct option *opts, int c, int idx)
 enum {
 	OPT_HTTP_PORT = 256, OPT_NO_HTTP, OPT_PORT_FILE, OPT_PLUGIN_DIR, OPT_SET,
 	OPT_NO_BPF, OPT_PIN_DIR, OPT_NO_LOCAL, OPT_STATS, OPT_MAX_PAYLOAD,
-	OPT_CHECK, OPT_LIMIT,
+	OPT_CHECK, OPT_LIMIT, OPT_ARRIVAL,
 };
 
 /*
@@ -435,6 +454,7 @@ int config_parse_args(struct popupd_config *cfg, int argc, char **argv,
 		{ "no-bpf", no_argument, NULL, OPT_NO_BPF },
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
 		{ "no-local", no_argument, NULL, OPT_NO_LOCAL },
+		{ "arrival", required_argument, NULL, OPT_ARRIVAL },
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ "max-payload", required_argument, NULL, OPT_MAX_PAYLOAD },
 		{ "log-level", required_argument, NULL, 'l' },
@@ -515,6 +535,9 @@ int config_parse_args(struct popupd_config *cfg, int argc, char **argv,
 			break;
 		case OPT_NO_LOCAL:
 			cfg->local = false;
+			break;
+		case OPT_ARRIVAL:
+			err = parse_arrival(optarg, &cfg->arrival);
 			break;
 		case OPT_STATS:
 			err = set_str(&cfg->stats_path, optarg);

@@ -89,6 +89,30 @@ static int steer_open(struct popup_steer **stp, const char *dir)
 	return popup_steer__open(stp, &opts);
 }
 
+/*
+ * Choose how UDP requests arrive: through popup.ko handler contexts when
+ * the module offers it (auto) or when asked (kernel), else the workers'
+ * epoll loops. Shown in the statistics file, so popupctl stats tells.
+ */
+static int start_arrival(struct popup_stats_file *sf)
+{
+	int err;
+
+	if (pd.cfg.arrival == ARRIVAL_USER)
+		return 0;
+	err = arrival_kernel_start();
+	if (err == -EOPNOTSUPP && pd.cfg.arrival == ARRIVAL_AUTO) {
+		pr_info("arrival: popup.ko with socket attach not available; UDP on the epoll path");
+		return 0;
+	}
+	if (err == -EOPNOTSUPP)
+		pr_err("arrival: --arrival=kernel needs popup.ko loaded (insmod kmod/popup.ko)");
+	if (err)
+		return err;
+	sf->arrival = 1;
+	return 0;
+}
+
 static int steer_setup(struct popup_steer **stp, struct worker *w, unsigned int n)
 {
 	char dir[300];
@@ -396,7 +420,9 @@ int main(int argc, char **argv)
 		if (err)
 			goto cleanup;
 	}
-	err = start_pools();
+	err = start_arrival(sf);
+	if (!err)
+		err = start_pools();
 	for (unsigned int i = 0; !err && i < pd.nr_workers; i++)
 		err = worker_start(&pd.workers[i]);
 	if (err)
@@ -427,6 +453,7 @@ cleanup:
 	wd_ms = LIM(stop_timeout_ms) + 10000;
 	if (!pthread_create(&wd, NULL, stop_watchdog, &wd_ms))
 		pthread_detach(wd);
+	arrival_kernel_stop();
 	if (pd.cfg.local)
 		local_stop();
 	for (unsigned int i = 0; i < pd.nr_workers; i++)

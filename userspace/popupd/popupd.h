@@ -83,6 +83,7 @@ struct popupd_config {
 	bool pin_dir_set;		/* given explicitly: never rename it */
 	bool use_bpf;
 	bool local;			/* export services through libpopup */
+	int arrival;			/* ARRIVAL_AUTO, _KERNEL or _USER */
 	char *stats_path;
 	char *port_file;		/* write the bound ports here */
 	char *plugin_dir;
@@ -92,6 +93,9 @@ struct popupd_config {
 	struct popupd_limits lim;
 	struct popupd_svc_conf *svc_conf;
 };
+
+/* How UDP requests reach handlers: popup.ko contexts or the epoll loop. */
+enum { ARRIVAL_AUTO, ARRIVAL_KERNEL, ARRIVAL_USER };
 
 void config_defaults(struct popupd_config *cfg);
 void config_free(struct popupd_config *cfg);
@@ -283,6 +287,7 @@ struct worker {
 	struct job *done_head;
 	unsigned int udp_inflight;	/* UDP jobs not answered yet */
 	int stop_req;			/* atomic: 1 drain, 2 stop now */
+	bool udp_kernel;		/* popup.ko receives on udp_fd */
 };
 
 int worker_open(struct worker *w, const struct popupd_config *cfg,
@@ -354,6 +359,11 @@ static inline uint64_t ctr_get(const uint64_t *c)
 }
 
 uint64_t now_ns(void);
+
+/* arrival.c: UDP requests through popup.ko (POPUP_IOC_ATTACH). */
+int arrival_kernel_start(void);
+void arrival_kernel_stop(void);
+bool arrival_kernel_active(void);
 
 int local_start(void);			/* export every service */
 void local_stop(void);

@@ -875,7 +875,8 @@ int worker_start(struct worker *w)
 
 	w->st->cpu = w->cpu;
 	err = ep_ctl(w, EPOLL_CTL_ADD, w->tcp_fd, EPOLLIN, (void *)EV_TCP_LISTEN);
-	if (!err)
+	/* With kernel arrival (arrival.c) popup.ko reads the UDP socket. */
+	if (!err && !w->udp_kernel)
 		err = ep_ctl(w, EPOLL_CTL_ADD, w->udp_fd, EPOLLIN, (void *)EV_UDP);
 	if (!err)
 		err = ep_ctl(w, EPOLL_CTL_ADD, w->wake_fd, EPOLLIN, (void *)EV_WAKE);

@@ -1,0 +1,27 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# popupd's native-protocol suite with popup.ko loaded (run inside
+# scripts/vm): popupd then takes UDP requests through the module's arrival
+# path (--arrival=auto picks it) and exports its services through
+# libpopup's module backend, so the same checks as on the host cover
+# kernel-side arrival, `popupctl call` and `popupctl services` through
+# /dev/popup. (The HTTP suite does not touch the module and its timing
+# checks are not meaningful under TCG emulation; it runs on the host.)
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+top=${POPUP_TOP:-$(cd "$here/.." && pwd)}
+
+if [ ! -e /proc/modules ]; then
+	echo "ok 1 popupd with the module backend # SKIP kernel without module support"
+	exit 4
+fi
+grep -q '^popup ' /proc/modules || insmod "$top/kmod/popup.ko" || exit 1
+for _ in $(seq 100); do [ -c /dev/popup ] && break; sleep 0.02; done
+
+rc=0
+for t in popupd_native.sh; do
+	echo "# --- $t (module backend)"
+	bash "$here/$t" || rc=1
+done
+exit $rc
