@@ -47,9 +47,9 @@ vmtests=$(make -s -C tests print-vm)
 suite "native" tests/run.sh --dir "$O/tests" $native
 suite "native, ASan/UBSan" env POPUP_BIN="$O/san/bin" \
 	tests/run.sh --dir "$O/san/tests" $(make -s -C tests print-san)
-suite "vm: module tests" scripts/vm --smp "${POPUP_VM_SMP:-4}" -- \
+suite "vm: module tests" scripts/vm --smp "${POPUP_VM_SMP:-4}" --timeout 1500 -- \
 	tests/run.sh --vm --dir "$O/tests" $vmtests
-suite "vm: native tests on the guest kernel" scripts/vm -- \
+suite "vm: native tests on the guest kernel" scripts/vm --timeout 900 -- \
 	tests/run.sh --dir "$O/tests" $(make -s -C tests print-native-vm)
 
 [ "$flaky" -eq 0 ] || echo "note: $flaky test program(s) failed once and passed on retry (see '# flaky' above)"
