@@ -22,11 +22,12 @@
  *            it. TCP payload is not visible at SYN time, so TCP and
  *            datagrams without a known service get the cpu policy.
  *
- * Fallback. A CPU may have no worker, or its worker may be restarting (its
+ * Fallback. A CPU may have no worker (or lie beyond steer_cpu_slot, which
+ * the loader sizes at load time), or its worker may be restarting (its
  * slot in steer_socks is empty: the kernel removes a socket from a
  * sockarray when it closes). Then the program hashes md->hash over the
  * group's live slots, probing up to POPUP_STEER_MAX_PROBES of them because
- * the live list, kept by userspace, may lag behind a close. If nothing can
+ * the live set, kept by userspace, may lag behind a close. If nothing can
  * be selected the program still returns SK_PASS without a selection, and
  * the kernel picks a socket by its own hash: valid traffic is never
  * dropped (SK_DROP would also make TCP answer a SYN with a RST).
@@ -46,6 +47,16 @@
  *
  * Counters go to steer_stats, per CPU and per slot; the extra row
  * POPUP_STEER_STATS_NONE counts packets for which nothing was selectable.
+ * A slot's errors count selections the kernel refused for another reason
+ * than an empty slot: a socket of another port or protocol put in the
+ * sockarray behind the loader's back (the loader refuses such sockets).
+ *
+ * The slot sets are read while userspace may be rewriting them; why that
+ * is harmless is explained at struct popup_steer_slot_set.
+ *
+ * Detaching (SO_DETACH_REUSEPORT_BPF, popup_steer__detach()) hands the
+ * group back to the kernel's hash at once; nothing here depends on being
+ * attached.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -65,8 +76,8 @@
 #define STEER_WIRE_PEEK	(POPUP_WIRE_OFF_SERVICE + 4)
 #define STEER_WIRE_OFF_VERSION 4
 
-_Static_assert((POPUP_STEER_MAX_SLOTS & (POPUP_STEER_MAX_SLOTS - 1)) == 0,
-	       "slot indexes are masked, so MAX_SLOTS must be a power of 2");
+_Static_assert(POPUP_STEER_MAX_SLOTS % 64 == 0,
+	       "slot sets are bitmaps of whole 64-bit words");
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -79,7 +90,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, POPUP_STEER_MAX_CPUS);
+	__uint(max_entries, POPUP_STEER_MAX_CPUS);	/* the loader resizes it */
 	__type(key, __u32);	/* CPU id */
 	__type(value, __u32);	/* slot, or POPUP_STEER_SLOT_NONE */
 } steer_cpu_slot SEC(".maps");
@@ -202,28 +213,83 @@ static __always_inline long select_slot(struct sk_reuseport_md *md, __u32 group,
 	return err;
 }
 
+/* Bits set in @x (SWAR: BPF has no popcount instruction). */
+static __always_inline __u32 popcount64(__u64 x)
+{
+	x = x - ((x >> 1) & 0x5555555555555555ULL);
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (x * 0x0101010101010101ULL) >> 56;
+}
+
 /*
- * Map @hash onto @set and probe forward from there: stable for a given
- * hash while the set does not change, and skipping slots that emptied
- * since userspace last wrote the set.
+ * Position of the @k-th (from 0) set bit of @x, k < popcount64(x): a
+ * binary search on the popcount of the low half, without a loop.
+ */
+static __always_inline __u32 nth_bit64(__u64 x, __u32 k)
+{
+	__u32 pos = 0, c;
+
+#define STEER_HALVE(w)							\
+	do {								\
+		c = popcount64(x & ((1ULL << (w)) - 1));		\
+		if (k >= c) {						\
+			k -= c;						\
+			x >>= (w);					\
+			pos += (w);					\
+		}							\
+	} while (0)
+	STEER_HALVE(32);
+	STEER_HALVE(16);
+	STEER_HALVE(8);
+	STEER_HALVE(4);
+	STEER_HALVE(2);
+	STEER_HALVE(1);
+#undef STEER_HALVE
+	return pos;
+}
+
+/* The @k-th member of the set in words @w (k < its size), as a slot. */
+static __always_inline __u32 nth_slot(const __u64 *w, __u32 k)
+{
+	for (__u32 i = 0; i < POPUP_STEER_SET_WORDS; i++) {
+		__u32 c = popcount64(w[i]);
+
+		if (k < c)
+			return i * 64 + nth_bit64(w[i], k);
+		k -= c;
+	}
+	return POPUP_STEER_SLOT_NONE;
+}
+
+/*
+ * Map @hash onto @set's members and probe forward from there: stable for
+ * a given hash while the set does not change, and skipping slots that
+ * emptied since userspace last wrote the set.
  */
 static __always_inline __u32 select_from_set(struct sk_reuseport_md *md, __u32 group,
 					     const struct popup_steer_slot_set *set,
 					     __u32 hash)
 {
-	__u32 n = set->count, start, i;
+	__u64 w[POPUP_STEER_SET_WORDS];
+	__u32 n = 0, start, i;
 
-	if (!n || n > POPUP_STEER_MAX_SLOTS)
+	/* each word read once: userspace may rewrite the set under us */
+	for (i = 0; i < POPUP_STEER_SET_WORDS; i++) {
+		w[i] = *(volatile const __u64 *)&set->bits[i];
+		n += popcount64(w[i]);
+	}
+	if (!n)
 		return POPUP_STEER_SLOT_NONE;
 	/* reciprocal_scale(), as the kernel's own reuseport hash does */
 	start = (__u32)(((__u64)hash * n) >> 32);
 	for (i = 0; i < POPUP_STEER_MAX_PROBES && i < n; i++) {
-		__u32 idx = start + i;
+		__u32 k = start + i;
 		__u32 slot;
 
-		if (idx >= n)
-			idx -= n;
-		slot = set->slots[idx & (POPUP_STEER_MAX_SLOTS - 1)];
+		if (k >= n)
+			k -= n;
+		slot = nth_slot(w, k);
 		if (!select_slot(md, group, slot))
 			return slot;
 	}

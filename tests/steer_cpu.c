@@ -14,24 +14,29 @@
  * counted; the "hash" policy spreads flows and keeps one flow on one
  * socket; the "service" policy steers UDP by the wire header's service
  * id; pinning, stale pins and loader error reporting; and TCP listener
- * migration with and without the migrate program (in a private netns, so
- * net.ipv4.tcp_migrate_req is known to be 0).
+ * migration with and without the migrate program (net.ipv4.tcp_migrate_req
+ * is 0 in the case's own netns).
  *
- * Loopback only, ephemeral ports, and every wait is bounded.
+ * Robustness: more CPUs than steer_cpu_slot entries, bad map updates
+ * (refused with their errno, changing nothing), a foreign socket put in
+ * the sockarray behind the loader's back (counted in errors), no steered
+ * socket left (counted, the kernel's hash picks), retiring a worker's
+ * socket, detaching the program at run time and by popup_steer__destroy(),
+ * and re-attaching by re-adding.
+ * The same under continuous load is in steer_churn.c.
+ *
+ * Each case runs in its own network namespace (see steer_test.h), on
+ * loopback with ephemeral ports, and every wait is bounded.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
-#include <netinet/in.h>
+#include <linux/filter.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -43,80 +48,14 @@
 
 #include "popup/wire.h"
 #include "steer.h"
+#include "steer_test.h"
 
 /* One slot is kept free for the extra socket some cases add. */
 #define NR_MAX		(POPUP_STEER_MAX_SLOTS - 1)
-#define WAIT_MS		2000
+#define WAIT_MS		STEER_WAIT_MS
 #define NR_MIGRATE	25
 
 enum order { FORWARD, REVERSE, EVEN, ODD };
-
-static int usable_cpus(int *cpus, int max)
-{
-	cpu_set_t set;
-	int n = 0;
-
-	if (sched_getaffinity(0, sizeof(set), &set))
-		return -errno;
-	for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++) {
-		if (CPU_ISSET(cpu, &set))
-			cpus[n++] = cpu;
-	}
-	return n;
-}
-
-static int pin_to(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set) ? -errno : 0;
-}
-
-static socklen_t loopback(struct sockaddr_storage *ss, int family, unsigned short port)
-{
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons(port);
-		a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		return sizeof(*a4);
-	}
-	a6->sin6_family = AF_INET6;
-	a6->sin6_port = htons(port);
-	a6->sin6_addr = in6addr_loopback;
-	return sizeof(*a6);
-}
-
-/*
- * A reuseport receive socket on loopback:*port, listening if TCP. With
- * *port == 0 the kernel picks the port and *port returns it.
- */
-static int rcv_socket(int family, int type, unsigned short *port)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = loopback(&ss, family, *port);
-	int one = 1, fd, err;
-
-	fd = socket(family, type | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
-	    bind(fd, (struct sockaddr *)&ss, len) ||
-	    (type == SOCK_STREAM && listen(fd, 128)) ||
-	    getsockname(fd, (struct sockaddr *)&ss, &len))
-		goto fail;
-	*port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
-fail:
-	err = -errno;
-	close(fd);
-	return err;
-}
 
 /*
  * Send @buf from @cpu as a new flow: a datagram, or a connection that
@@ -166,15 +105,6 @@ static int send_from(int cpu, int family, int type, unsigned short port,
 	return send_flow(cpu, family, type, port, buf, len, NULL);
 }
 
-/* Close a TCP flow with a RST, so its 4-tuple leaves no TIME_WAIT behind. */
-static void close_abort(int fd)
-{
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 /* Index (epoll data) of the receive socket that became readable, or -1. */
 static int wait_one(int epfd)
 {
@@ -206,35 +136,6 @@ static ssize_t take(int fd, int type, void *buf, size_t len)
 	close(c);
 	return n;
 }
-
-static enum popup_steer_group group_of(int family, int type)
-{
-	if (family == AF_INET)
-		return type == SOCK_STREAM ? POPUP_STEER_G_TCP4 : POPUP_STEER_G_UDP4;
-	return type == SOCK_STREAM ? POPUP_STEER_G_TCP6 : POPUP_STEER_G_UDP6;
-}
-
-/* Counter deltas between two snapshots, summed over slots or CPUs. */
-static __u64 delta(const struct popup_steer_stats_table *a,
-		   const struct popup_steer_stats_table *b,
-		   int slot, int cpu, size_t field)
-{
-	__u64 sum = 0;
-
-	for (int s = 0; s < POPUP_STEER_STATS_SLOTS; s++) {
-		if (slot >= 0 && s != slot)
-			continue;
-		for (unsigned int c = 0; c < a->nr_cpus; c++) {
-			if (cpu >= 0 && (int)c != cpu)
-				continue;
-			sum += *(const __u64 *)((const char *)popup_steer_stats_at(b, s, c) + field) -
-			       *(const __u64 *)((const char *)popup_steer_stats_at(a, s, c) + field);
-		}
-	}
-	return sum;
-}
-
-#define D(a, b, slot, cpu, f) delta(a, b, slot, cpu, offsetof(struct popup_steer_stats, f))
 
 static void wire_request(unsigned char *buf, __u32 service)
 {
@@ -297,12 +198,11 @@ FIXTURE_SETUP(steer)
 		self->fds[i] = -1;
 	self->epfd = -1;
 	if (geteuid())
-		SKIP(return, "needs root for BPF");
-	fd = socket(variant->family, variant->type, 0);
-	if (fd < 0)
-		SKIP(return, "no %s sockets: %s",
-		     variant->family == AF_INET6 ? "IPv6" : "IPv4", strerror(errno));
-	close(fd);
+		SKIP(return, "needs root for BPF and a netns");
+	ASSERT_EQ(0, enter_netns());
+	fd = variant->family == AF_INET6 ? wait_ipv6_loopback() : 0;
+	if (fd)
+		SKIP(return, "no IPv6 loopback: %s", strerror(-fd));
 
 	self->ncpus = usable_cpus(self->cpus, NR_MAX);
 	ASSERT_GT(self->ncpus, 0);
@@ -653,7 +553,9 @@ TEST(pin_dir)
 	pid_t pid;
 
 	if (geteuid())
-		SKIP(return, "needs root for BPF");
+		SKIP(return, "needs root for BPF and a netns");
+	/* no sockets here, but every case gets its own netns all the same */
+	ASSERT_EQ(0, enter_netns());
 	pin_dir_name(dir, sizeof(dir));
 	opts.pin_dir = dir;
 	ASSERT_EQ(0, popup_steer__open(&st, &opts));
@@ -694,6 +596,323 @@ TEST(pin_dir)
 	EXPECT_EQ(-1, access(dir, F_OK));
 }
 
+/* ---- robustness --------------------------------------------------------- */
+
+/*
+ * Replace the fixture's loader with one opened with @opts and enter the
+ * same sockets under the same slots again; CPUs beyond the new
+ * steer_cpu_slot are left without a slot.
+ */
+static int reopen(FIXTURE_DATA(steer) *self, const struct popup_steer_opts *opts)
+{
+	int err;
+
+	popup_steer__destroy(self->st);
+	self->st = NULL;
+	err = popup_steer__open(&self->st, opts);
+	for (int i = 0; !err && i < self->nfds; i++)
+		err = popup_steer__add_socket(self->st, self->fds[i], i);
+	for (int i = 0; !err && i < self->ncpus; i++) {
+		if (!opts->max_cpus || (unsigned int)self->cpus[i] < opts->max_cpus)
+			err = popup_steer__set_cpu_slot(self->st, self->cpus[i], i);
+	}
+	return err;
+}
+
+/* Send from every CPU; each must reach some socket of the group. */
+static int send_everywhere(struct __test_metadata *_metadata, FIXTURE_DATA(steer) *self,
+			   const FIXTURE_VARIANT(steer) *variant, int rounds)
+{
+	for (int r = 0; r < rounds; r++) {
+		for (int i = 0; i < self->ncpus; i++)
+			send_expect(_metadata, self, variant, self->cpus[i], "any", 3, -1, -1);
+	}
+	return rounds * self->ncpus;
+}
+
+/*
+ * A host with more CPUs than steer_cpu_slot entries (simulated with a map
+ * smaller than this host's CPU ids): the loader refuses to map the CPUs
+ * beyond it, and their traffic takes the counted fallback, not a drop.
+ */
+TEST_F(steer, cpus_beyond_map)
+{
+	struct popup_steer_opts opts = { .policy = POPUP_STEER_P_CPU };
+	struct popup_steer_stats_table s0, s1;
+	int hi = self->cpus[self->ncpus - 1];
+
+	if (_metadata->skip)
+		return;
+	if (hi == 0)
+		SKIP(return, "needs a usable CPU above 0");
+	opts.max_cpus = hi;
+	ASSERT_EQ(0, reopen(self, &opts));
+	EXPECT_EQ(-ERANGE, popup_steer__set_cpu_slot(self->st, hi, 0));
+	EXPECT_EQ(-ERANGE, popup_steer__set_cpu_slot(self->st, POPUP_STEER_MAX_CPUS, 0));
+
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	send_expect(_metadata, self, variant, hi, "far", 3, -1, -1);
+	for (int i = 0; i < self->ncpus - 1; i++)
+		send_expect(_metadata, self, variant, self->cpus[i], "near", 4, i, -1);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_EQ(1, D(&s0, &s1, -1, hi, fallbacks));
+	EXPECT_EQ(1, D(&s0, &s1, -1, -1, fallbacks));
+	EXPECT_EQ(self->ncpus, D(&s0, &s1, -1, -1, selections));
+	EXPECT_EQ(0, D(&s0, &s1, -1, -1, errors));
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+}
+
+/*
+ * Bad updates are refused with an errno that says what is wrong, and
+ * leave the maps as they were: every CPU still reaches its own socket.
+ */
+TEST_F(steer, bad_updates_change_nothing)
+{
+	enum popup_steer_group g = group_of(variant->family, variant->type);
+	static unsigned int many[POPUP_STEER_MAX_SLOTS + 1];
+	unsigned int bad_slot = POPUP_STEER_MAX_SLOTS;
+	int pfd[2], fd;
+
+	if (_metadata->skip)
+		return;
+	/* a closed fd */
+	fd = dup(self->fds[0]);
+	ASSERT_LE(0, fd);
+	close(fd);
+	EXPECT_EQ(-EBADF, popup_steer__add_socket(self->st, fd, 0));
+	/* not a socket */
+	ASSERT_EQ(0, pipe2(pfd, O_CLOEXEC));
+	EXPECT_EQ(-ENOTSOCK, popup_steer__add_socket(self->st, pfd[0], 0));
+	EXPECT_EQ(-ENOTSOCK, popup_steer__remove_socket(self->st, pfd[0]));
+	close(pfd[0]);
+	close(pfd[1]);
+	/* neither IPv4 nor IPv6 (the kernel would say -ENOTSUPP, 524) */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EAFNOSUPPORT, popup_steer__add_socket(self->st, fd, 0));
+	close(fd);
+	/* already in slot 0: the kernel refuses it in a second slot */
+	EXPECT_EQ(-EBUSY, popup_steer__add_socket(self->st, self->fds[0], self->nfds));
+	EXPECT_EQ(-ENOENT, popup_steer__remove_slot(self->st, g, self->nfds));
+	/* values out of range */
+	EXPECT_EQ(-ERANGE, popup_steer__set_cpu_slot(self->st, self->cpus[0], POPUP_STEER_MAX_SLOTS));
+	EXPECT_EQ(-ERANGE, popup_steer__set_cpu_slot(self->st, 1u << 24, 0));
+	EXPECT_EQ(-EINVAL, popup_steer__set_policy(self->st, POPUP_STEER_POLICIES));
+	EXPECT_EQ(-ERANGE, popup_steer__set_service(self->st, 7, &bad_slot, 1));
+	EXPECT_EQ(-E2BIG, popup_steer__set_service(self->st, 7, many, POPUP_STEER_MAX_SLOTS + 1));
+	EXPECT_EQ(-ERANGE, popup_steer__remove_slot(self->st, POPUP_STEER_GROUPS, 0));
+	EXPECT_EQ(-ERANGE, popup_steer__remove_slot(self->st, g, POPUP_STEER_MAX_SLOTS));
+
+	run_order(_metadata, self, variant, FORWARD);
+}
+
+/*
+ * A socket of another port put in a slot behind the loader's back (e.g.
+ * with bpftool on the pinned map): the kernel refuses to select it, the
+ * program counts an error on that slot and falls back; re-adding the
+ * right socket repairs the slot.
+ */
+TEST_F(steer, foreign_socket_counted)
+{
+	struct popup_steer_opts opts = { .policy = POPUP_STEER_P_CPU };
+	enum popup_steer_group g = group_of(variant->family, variant->type);
+	struct popup_steer_stats_table s0, s1, s2;
+	unsigned short other = 0;
+	char dir[128], path[192];
+	int mfd, fd, cpu = self->cpus[0];
+	__u32 key = g * POPUP_STEER_MAX_SLOTS;
+	__u64 val;
+
+	if (_metadata->skip)
+		return;
+	pin_dir_name(dir, sizeof(dir));
+	opts.pin_dir = dir;
+	ASSERT_EQ(0, reopen(self, &opts));
+	/* somewhere to fall back to even on a 1-CPU machine */
+	ASSERT_LE(0, add_socket(self, variant));
+	snprintf(path, sizeof(path), "%s/steer_socks", dir);
+	mfd = bpf_obj_get(path);
+	ASSERT_LE(0, mfd);
+	fd = rcv_socket(variant->family, variant->type, &other);
+	ASSERT_LE(0, fd);
+	val = fd;
+	ASSERT_EQ(0, bpf_map_update_elem(mfd, &key, &val, BPF_ANY));
+
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	send_expect(_metadata, self, variant, cpu, "ping", 4, -1, 0);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_LE(1, D(&s0, &s1, 0, cpu, errors));
+	EXPECT_EQ(1, D(&s0, &s1, -1, cpu, fallbacks));
+	EXPECT_EQ(0, D(&s0, &s1, POPUP_STEER_STATS_NONE, -1, errors));
+
+	EXPECT_EQ(0, popup_steer__add_socket(self->st, self->fds[0], 0));
+	send_expect(_metadata, self, variant, cpu, "ping", 4, 0, -1);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s2));
+	EXPECT_EQ(0, D(&s1, &s2, -1, -1, errors));
+	EXPECT_EQ(0, D(&s1, &s2, -1, -1, fallbacks));
+	close(fd);
+	close(mfd);
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+	popup_steer_stats_table__free(&s2);
+}
+
+/*
+ * Every socket taken out of steering while still open: nothing is
+ * selectable, so the kernel's hash picks, and the NONE row counts it.
+ */
+TEST_F(steer, no_steered_socket)
+{
+	struct popup_steer_stats_table s0, s1;
+	int n;
+
+	if (_metadata->skip)
+		return;
+	for (int i = 0; i < self->nfds; i++)
+		ASSERT_EQ(0, popup_steer__remove_socket(self->st, self->fds[i]));
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	n = send_everywhere(_metadata, self, variant, 2);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_EQ(n, D(&s0, &s1, POPUP_STEER_STATS_NONE, -1, errors));
+	EXPECT_EQ(0, D(&s0, &s1, -1, -1, selections));
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+}
+
+/* sk_setsockopt() wants an int's worth of (ignored) value. */
+static int detach_sock(int fd)
+{
+	int zero = 0;
+
+	return setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero));
+}
+
+/*
+ * Retiring a worker's socket: what it already holds stays readable, and
+ * nothing new reaches it, from any CPU (UDP: not even through the
+ * kernel's lookup, since it is connected to a dead peer).
+ */
+TEST_F(steer, retire_socket)
+{
+	struct popup_steer_stats_table s0, s1;
+	char buf[8];
+	int c, cpu = self->cpus[0];
+
+	if (_metadata->skip)
+		return;
+	ASSERT_LE(0, add_socket(self, variant));
+	c = send_from(cpu, variant->family, variant->type, self->port, "old", 3);
+	ASSERT_LE(0, c);
+	ASSERT_EQ(0, wait_one(self->epfd));
+
+	ASSERT_EQ(0, popup_steer__retire_socket(self->st, self->fds[0]));
+	EXPECT_EQ(-ENOENT, popup_steer__retire_socket(self->st, self->fds[0]));
+	EXPECT_EQ(3, take(self->fds[0], variant->type, buf, 3));
+	close(c);
+
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	for (int r = 0; r < 4; r++) {
+		send_expect(_metadata, self, variant, cpu, "new", 3, -1, 0);
+		for (int i = 1; i < self->ncpus; i++)
+			send_expect(_metadata, self, variant, self->cpus[i], "new", 3, i, -1);
+	}
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_EQ(4, D(&s0, &s1, -1, cpu, fallbacks));
+	EXPECT_EQ(0, D(&s0, &s1, -1, -1, errors));
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+	if (variant->type == SOCK_STREAM)
+		return;
+
+	/* the kernel's own hash, without the program, passes it over too */
+	ASSERT_EQ(0, detach_sock(self->fds[1]));
+	for (int r = 0; r < 16; r++) {
+		for (int i = 0; i < self->ncpus; i++)
+			send_expect(_metadata, self, variant, self->cpus[i], "new", 3, -1, 0);
+	}
+}
+
+/* Has the program (or any) been detached from @fd's group? */
+static bool detached(int fd)
+{
+	return detach_sock(fd) && errno == ENOENT;
+}
+
+/*
+ * Detaching at run time, by hand or with popup_steer__detach(): traffic
+ * goes on by the kernel's hash and the program counts nothing; re-adding
+ * a socket re-attaches it and CPU steering is exact again.
+ */
+TEST_F(steer, detach_at_run_time)
+{
+	struct popup_steer_stats_table s0, s1;
+
+	if (_metadata->skip)
+		return;
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	ASSERT_EQ(0, detach_sock(self->fds[0]));
+	EXPECT_TRUE(detached(self->fds[self->nfds - 1]));
+	send_everywhere(_metadata, self, variant, 4);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_EQ(0, D(&s0, &s1, -1, -1, selections));
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+
+	EXPECT_EQ(0, popup_steer__add_socket(self->st, self->fds[0], 0));
+	run_order(_metadata, self, variant, FORWARD);
+
+	/* the loader's own detach, twice: the second finds nothing to do */
+	EXPECT_EQ(0, popup_steer__detach(self->st));
+	EXPECT_EQ(0, popup_steer__detach(self->st));
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s0));
+	send_everywhere(_metadata, self, variant, 4);
+	ASSERT_EQ(0, popup_steer__read_stats(self->st, &s1));
+	EXPECT_EQ(0, D(&s0, &s1, -1, -1, selections));
+	popup_steer_stats_table__free(&s0);
+	popup_steer_stats_table__free(&s1);
+
+	EXPECT_EQ(0, popup_steer__add_socket(self->st, self->fds[self->nfds - 1],
+					     self->nfds - 1));
+	run_order(_metadata, self, variant, REVERSE);
+}
+
+/*
+ * destroy detaches the program from the groups of sockets still held, so
+ * they are not left steered by maps nobody updates; a socket the caller
+ * closed is not touched, even when its fd number now names another
+ * socket (here one with a classic BPF reuseport program of its own).
+ */
+TEST_F(steer, destroy_detaches)
+{
+	struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, 0) };
+	struct sock_fprog fprog = { .len = 1, .filter = code };
+	unsigned short other = 0;
+	int reused = self->fds[0], fd;
+
+	if (_metadata->skip)
+		return;
+	/* keep a group alive through a socket we hold on 1-CPU machines */
+	ASSERT_LE(0, add_socket(self, variant));
+	/* socket 0 closes, and its fd number now names a stranger */
+	fd = rcv_socket(variant->family, variant->type, &other);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(reused, dup2(fd, reused));
+	close(fd);
+	ASSERT_EQ(0, setsockopt(reused, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
+				&fprog, sizeof(fprog)));
+
+	popup_steer__destroy(self->st);
+	self->st = NULL;
+	for (int i = 1; i < self->nfds; i++) {
+		EXPECT_TRUE(detached(self->fds[i])) TH_LOG("socket %d", i);
+	}
+	/* the stranger's program survived */
+	EXPECT_EQ(0, detach_sock(reused));
+	for (int i = 1; i < self->ncpus; i++)
+		send_expect(_metadata, self, variant, self->cpus[i], "any", 3, -1, 0);
+}
+
 /* ---- TCP listener migration -------------------------------------------- */
 
 FIXTURE(migrate) {
@@ -713,35 +932,6 @@ FIXTURE_VARIANT_ADD(migrate, tcp6) { .family = AF_INET6, .prog = true };
 FIXTURE_VARIANT_ADD(migrate, tcp4_no_prog) { .family = AF_INET, .prog = false };
 FIXTURE_VARIANT_ADD(migrate, tcp6_no_prog) { .family = AF_INET6, .prog = false };
 
-static int loopback_up(void)
-{
-	struct ifreq ifr = { .ifr_name = "lo" };
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int err = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr))
-		err = -errno;
-	ifr.ifr_flags |= IFF_UP;
-	if (!err && ioctl(fd, SIOCSIFFLAGS, &ifr))
-		err = -errno;
-	close(fd);
-	return err;
-}
-
-static int write_sysctl(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -EIO;
-}
-
 FIXTURE_SETUP(migrate)
 {
 	struct popup_steer_opts opts = { .policy = POPUP_STEER_P_CPU, .migrate = variant->prog };
@@ -752,29 +942,12 @@ FIXTURE_SETUP(migrate)
 		self->cfd[i] = -1;
 	if (geteuid())
 		SKIP(return, "needs root for BPF and a netns");
-	/* a private netns: tcp_migrate_req starts at 0, the host's is untouched */
-	ASSERT_EQ(0, unshare(CLONE_NEWNET));
-	ASSERT_EQ(0, loopback_up());
+	/* the case's own netns: tcp_migrate_req starts at 0, the host's is untouched */
+	ASSERT_EQ(0, enter_netns());
 	ASSERT_EQ(0, write_sysctl("/proc/sys/net/ipv4/tcp_migrate_req", "0"));
-	if (variant->family == AF_INET6) {
-		int fd = socket(AF_INET6, SOCK_STREAM, 0);
-
-		if (fd < 0)
-			SKIP(return, "no IPv6");
-		close(fd);
-		/* ::1 needs no DAD, but wait out a slow addrconf all the same */
-		for (int i = 0; i < 50; i++) {
-			unsigned short p = 0;
-
-			fd = rcv_socket(AF_INET6, SOCK_STREAM, &p);
-			if (fd >= 0 || fd != -EADDRNOTAVAIL)
-				break;
-			usleep(20000);
-		}
-		if (fd < 0)
-			SKIP(return, "no ::1: %s", strerror(-fd));
-		close(fd);
-	}
+	n = variant->family == AF_INET6 ? wait_ipv6_loopback() : 0;
+	if (n)
+		SKIP(return, "no IPv6 loopback: %s", strerror(-n));
 
 	ASSERT_EQ(0, popup_steer__open(&self->st, &opts));
 	for (int i = 0; i < 2; i++) {

@@ -25,8 +25,8 @@
  * Maps (all pinned under the pin dir, /sys/fs/bpf/popup by default):
  *
  *	steer_config	ARRAY[1]			struct popup_steer_config
- *	steer_cpu_slot	ARRAY[POPUP_STEER_MAX_CPUS]	__u32 slot, or
- *							POPUP_STEER_SLOT_NONE
+ *	steer_cpu_slot	ARRAY[max(possible CPUs,	__u32 slot, or
+ *		      POPUP_STEER_MAX_CPUS)]		POPUP_STEER_SLOT_NONE
  *	steer_socks	REUSEPORT_SOCKARRAY[GROUPS * MAX_SLOTS]
  *							__u64 fd in, cookie out
  *	steer_live	ARRAY[POPUP_STEER_GROUPS]	struct popup_steer_slot_set
@@ -43,6 +43,7 @@
 #define POPUP_STEER_VERSION	1
 
 #define POPUP_STEER_MAX_SLOTS	128
+/* Least size of steer_cpu_slot; the loader sizes it at load time. */
 #define POPUP_STEER_MAX_CPUS	1024
 #define POPUP_STEER_MAX_SERVICES 256
 /*
@@ -89,15 +90,32 @@ struct popup_steer_config {
 };
 
 /*
- * A list of slots, used for the live slots of a group and for the slots
- * serving a service. Only the first @count entries are meaningful. The
- * loader rewrites a whole value at a time; a program racing with that may
- * see a mix of old and new slots, which costs at most a failed
- * bpf_sk_select_reuseport() and a probe of the next entry.
+ * A set of slots, used for the live slots of a group and for the slots
+ * serving a service: bit s % 64 of bits[s / 64] is slot s. The program
+ * picks the (hash scaled to the set's size)-th member, so the choice is
+ * stable while the set does not change and even across its members.
+ *
+ * A bitmap rather than a list because the program reads a value while
+ * the loader may be rewriting it: neither an array map update (a plain
+ * copy into the value the program reads in place) nor a hash map update
+ * (whose freed element the next update may reuse under a reader) is
+ * atomic for the program, and a list read half old, half new can name
+ * only emptied slots (new count, old entries: seen in tests/steer_churn.c
+ * as a packet with nothing selectable). A live set changes one slot, so
+ * one bit, so one byte at a time: whatever bytes a racing program reads
+ * from old and new, it sees the old set or the new one. A service set may
+ * change several bits at once; a racing packet then sees a mix, whose
+ * members all belong to the old or the new set (or none, and the packet
+ * takes the cpu policy): never a slot outside both. Either way
+ * bpf_sk_select_reuseport() accepts only a socket still in the sockarray
+ * and in the packet's group, so nothing is dropped or misdelivered; no
+ * double buffer (which would need an RCU grace period between updates to
+ * be safe) is needed.
  */
+#define POPUP_STEER_SET_WORDS	(POPUP_STEER_MAX_SLOTS / 64)
+
 struct popup_steer_slot_set {
-	__u32 count;
-	__u32 slots[POPUP_STEER_MAX_SLOTS];
+	__u64 bits[POPUP_STEER_SET_WORDS];
 };
 
 /*

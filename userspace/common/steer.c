@@ -6,9 +6,16 @@
  * for popupctl, from the pins alone). The map layout and the program's
  * logic are described in include/popup/steer.h and bpf/steer.bpf.c.
  *
- * The library mirrors in memory which socket (by cookie) sits in each slot
- * of each group, so that the live-slot lists it writes for the BPF
- * fallback never depend on reading a sockarray back.
+ * The library mirrors in memory which socket (by cookie, and the fd it was
+ * handed as) sits in each slot of each group, so that the live-slot lists
+ * it writes for the BPF fallback never depend on reading a sockarray back,
+ * and so that destroy can detach the program from the groups of sockets
+ * the caller still holds. The cookie is what identifies a socket: an fd
+ * number is only used again after checking that it still names the socket
+ * with that cookie, since the caller may have closed it and the number
+ * been reused.
+ *
+ * Not thread-safe: popupd calls it from its main thread only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +44,7 @@
 
 struct steer_group_state {
 	__u64 cookie[POPUP_STEER_MAX_SLOTS];	/* 0: slot empty */
+	int fd[POPUP_STEER_MAX_SLOTS];		/* as handed to add_socket */
 	unsigned int nr;			/* non-empty slots */
 	/* Local address of the reuseport group, valid while @nr > 0. */
 	struct sockaddr_storage addr;
@@ -48,6 +56,7 @@ struct popup_steer {
 	struct bpf_program *prog;	/* the one attached to groups */
 	char pin_dir[PATH_MAX];		/* "" when not pinned */
 	int lock_fd;			/* flock()ed pin dir, or -1 */
+	unsigned int nr_cpu_slots;	/* entries of steer_cpu_slot */
 	struct steer_group_state groups[POPUP_STEER_GROUPS];
 };
 
@@ -252,13 +261,23 @@ static int clear_cpu_slots(struct popup_steer *st)
 	int fd = bpf_map__fd(st->skel->maps.steer_cpu_slot);
 	__u32 none = POPUP_STEER_SLOT_NONE;
 
-	for (__u32 cpu = 0; cpu < POPUP_STEER_MAX_CPUS; cpu++) {
+	for (__u32 cpu = 0; cpu < st->nr_cpu_slots; cpu++) {
 		if (bpf_map_update_elem(fd, &cpu, &none, BPF_ANY))
 			return steer_fail(-errno, NULL, "update steer_cpu_slot");
 	}
 	return 0;
 }
 
+static void slot_set_add(struct popup_steer_slot_set *set, unsigned int slot)
+{
+	set->bits[slot / 64] |= 1ULL << (slot % 64);
+}
+
+/*
+ * Rewritten whole, but a slot joining or leaving changes one bit, which
+ * is what makes the update safe for a program reading the set meanwhile
+ * (see struct popup_steer_slot_set).
+ */
 static int write_live(struct popup_steer *st, enum popup_steer_group group)
 {
 	const struct steer_group_state *g = &st->groups[group];
@@ -267,7 +286,7 @@ static int write_live(struct popup_steer *st, enum popup_steer_group group)
 
 	for (__u32 slot = 0; slot < POPUP_STEER_MAX_SLOTS; slot++) {
 		if (g->cookie[slot])
-			set.slots[set.count++] = slot;
+			slot_set_add(&set, slot);
 	}
 	if (bpf_map_update_elem(bpf_map__fd(st->skel->maps.steer_live), &key, &set, BPF_ANY))
 		return steer_fail(-errno, NULL, "update steer_live[%s]", group_names[group]);
@@ -283,9 +302,9 @@ int popup_steer__set_cpu_slot(struct popup_steer *st, unsigned int cpu, unsigned
 {
 	__u32 key = cpu, val = slot;
 
-	if (cpu >= POPUP_STEER_MAX_CPUS)
-		return steer_fail(-ERANGE, "CPU id above POPUP_STEER_MAX_CPUS",
-				  "set_cpu_slot cpu %u", cpu);
+	if (cpu >= st->nr_cpu_slots)
+		return steer_fail(-ERANGE, "CPU id beyond the steer_cpu_slot map (opts.max_cpus); that CPU's traffic takes the fallback",
+				  "set_cpu_slot cpu %u of %u", cpu, st->nr_cpu_slots);
 	if (slot >= POPUP_STEER_MAX_SLOTS && slot != POPUP_STEER_SLOT_NONE)
 		return steer_fail(-ERANGE, "slot above POPUP_STEER_MAX_SLOTS",
 				  "set_cpu_slot slot %u", slot);
@@ -298,7 +317,7 @@ int popup_steer__set_service(struct popup_steer *st, __u32 service,
 			     const unsigned int *slots, unsigned int n)
 {
 	int fd = bpf_map__fd(st->skel->maps.steer_services);
-	struct popup_steer_slot_set set = { .count = n };
+	struct popup_steer_slot_set set = { 0 };
 
 	if (!n) {
 		if (bpf_map_delete_elem(fd, &service) && errno != ENOENT)
@@ -312,7 +331,7 @@ int popup_steer__set_service(struct popup_steer *st, __u32 service,
 		if (slots[i] >= POPUP_STEER_MAX_SLOTS)
 			return steer_fail(-ERANGE, NULL, "set_service %u slot %u",
 					  service, slots[i]);
-		set.slots[i] = slots[i];
+		slot_set_add(&set, slots[i]);
 	}
 	if (bpf_map_update_elem(fd, &service, &set, BPF_ANY)) {
 		int err = -errno;
@@ -414,15 +433,55 @@ static int check_socket(struct popup_steer *st, int fd, enum popup_steer_group g
 	return 0;
 }
 
+/*
+ * SO_DETACH_REUSEPORT_BPF: clears the program of @fd's whole group. The
+ * value is ignored, but sk_setsockopt() wants an int's worth of it.
+ */
+static int detach_fd(int fd)
+{
+	int zero = 0;
+
+	return setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero)) ? -errno : 0;
+}
+
+/* SO_ATTACH_REUSEPORT_EBPF: sets the program of @fd's whole group. */
+static int attach_prog(struct popup_steer *st, int fd)
+{
+	int prog_fd = bpf_program__fd(st->prog);
+
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog_fd, sizeof(prog_fd)))
+		return steer_fail(-errno, NULL, "SO_ATTACH_REUSEPORT_EBPF fd %d", fd);
+	return 0;
+}
+
+static int update_sock(struct popup_steer *st, enum popup_steer_group group,
+		       unsigned int slot, int fd)
+{
+	__u32 key = group * POPUP_STEER_MAX_SLOTS + slot;
+	__u64 val = fd;
+	int err;
+
+	if (!bpf_map_update_elem(bpf_map__fd(st->skel->maps.steer_socks), &key, &val, BPF_ANY))
+		return 0;
+	err = -errno;
+	/* -EBUSY is reported by the caller, which knows whether it is one */
+	if (err != -EBUSY)
+		steer_fail(err, err == -EINVAL ?
+			   "socket not hashed (TCP: not listening; UDP: not bound) or not SO_REUSEPORT" :
+			   NULL,
+			   "steer_socks[%s slot %u] = fd %d", group_names[group], slot, fd);
+	return err;
+}
+
 int popup_steer__add_socket(struct popup_steer *st, int fd, unsigned int slot)
 {
 	struct sockaddr_storage addr;
 	struct steer_group_state *g;
 	enum popup_steer_group group;
 	socklen_t addrlen;
-	__u64 cookie, val = fd;
-	__u32 key;
-	int err, prog_fd;
+	bool readd;
+	__u64 cookie;
+	int err;
 
 	if (slot >= POPUP_STEER_MAX_SLOTS)
 		return steer_fail(-ERANGE, "slot above POPUP_STEER_MAX_SLOTS",
@@ -435,32 +494,41 @@ int popup_steer__add_socket(struct popup_steer *st, int fd, unsigned int slot)
 	if (err)
 		return err;
 	g = &st->groups[group];
-	/* Re-adding is a no-op; the kernel would say -EBUSY. */
-	if (g->cookie[slot] == cookie)
-		return 0;
+	readd = g->cookie[slot] == cookie;
 
 	/*
-	 * Attach on every add, not only the first: if all of a group's
-	 * sockets closed, the kernel dissolved the group and its program
-	 * with it, and re-attaching the same program is harmless.
+	 * Attach on every add, re-adds included: if all of a group's sockets
+	 * closed, the kernel dissolved the group and its program with it,
+	 * and someone may have detached the program at run time
+	 * (SO_DETACH_REUSEPORT_BPF, popup_steer__detach()). Re-attaching
+	 * the same program is harmless, so a re-add is how steering is
+	 * restored.
 	 */
-	prog_fd = bpf_program__fd(st->prog);
-	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog_fd, sizeof(prog_fd)))
-		return steer_fail(-errno, NULL, "SO_ATTACH_REUSEPORT_EBPF fd %d", fd);
-
-	key = group * POPUP_STEER_MAX_SLOTS + slot;
-	if (bpf_map_update_elem(bpf_map__fd(st->skel->maps.steer_socks), &key, &val, BPF_ANY)) {
-		err = -errno;
-		return steer_fail(err, err == -EBUSY ?
-				  "socket already sits in a sockarray slot; remove it first" :
-				  err == -EINVAL ?
-				  "socket not hashed (TCP: not listening; UDP: not bound) or not SO_REUSEPORT" :
-				  NULL,
-				  "steer_socks[%s slot %u] = fd %d", group_names[group], slot, fd);
+	err = attach_prog(st, fd);
+	if (err)
+		return err;
+	err = update_sock(st, group, slot, fd);
+	/*
+	 * A re-add usually finds the socket still in its slot; if it was
+	 * replaced behind our back, the update has just put it back.
+	 */
+	if (err == -EBUSY && readd)
+		err = 0;
+	if (err) {
+		/* Leave no program on a group we do not steer yet. */
+		if (!g->nr)
+			detach_fd(fd);
+		if (err == -EBUSY)
+			steer_fail(err, "socket already sits in a sockarray slot; remove it first",
+				   "steer_socks[%s slot %u] = fd %d", group_names[group], slot, fd);
+		return err;
 	}
-	if (!g->cookie[slot])
-		g->nr++;
-	g->cookie[slot] = cookie;
+	if (!readd) {
+		if (!g->cookie[slot])
+			g->nr++;
+		g->cookie[slot] = cookie;
+	}
+	g->fd[slot] = fd;
 	g->addr = addr;
 	g->addrlen = addrlen;
 	return write_live(st, group);
@@ -506,7 +574,83 @@ int popup_steer__remove_socket(struct popup_steer *st, int fd)
 	return -ENOENT;
 }
 
+/*
+ * A UDP socket's own address with port 1, loopback for a wildcard bind: a
+ * peer no client can be (ports below 1024 are never ephemeral).
+ */
+static int dead_peer(int fd, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+
+	*len = sizeof(*ss);
+	if (getsockname(fd, (struct sockaddr *)ss, len))
+		return -errno;
+	if (ss->ss_family == AF_INET) {
+		if (a4->sin_addr.s_addr == htonl(INADDR_ANY))
+			a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a4->sin_port = htons(1);
+	} else {
+		if (IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr))
+			a6->sin6_addr = in6addr_loopback;
+		a6->sin6_port = htons(1);
+	}
+	return 0;
+}
+
+int popup_steer__retire_socket(struct popup_steer *st, int fd)
+{
+	struct sockaddr_storage peer;
+	enum popup_steer_group group;
+	socklen_t len;
+	int err;
+
+	err = popup_steer__remove_socket(st, fd);
+	if (err)
+		return err;
+	err = socket_group(fd, &group);
+	if (err || group == POPUP_STEER_G_TCP4 || group == POPUP_STEER_G_TCP6)
+		return err;
+	/*
+	 * udp_lib_unhash() takes a closing socket out of its reuseport
+	 * group before it takes it out of the hash table: a lookup in
+	 * between sees a plain socket that matches as well as the group's
+	 * and may hand it a datagram the close then drops. Connected to a
+	 * dead peer, the socket matches no client's datagram any more.
+	 */
+	err = dead_peer(fd, &peer, &len);
+	if (!err && connect(fd, (struct sockaddr *)&peer, len))
+		err = -errno;
+	if (err)
+		return steer_fail(err, "it is out of steering, but the kernel may still pick it",
+				  "retire fd %d: connect to a dead peer", fd);
+	return 0;
+}
+
 /* ---- lifetime --------------------------------------------------------- */
+
+/*
+ * One entry per possible CPU, and never fewer than POPUP_STEER_MAX_CPUS so
+ * that the map's size does not depend on the host; @max_cpus overrides it
+ * (tests use a map smaller than the CPU count).
+ */
+static int size_cpu_slots(struct popup_steer *st, unsigned int max_cpus)
+{
+	int possible = libbpf_num_possible_cpus();
+	int err;
+
+	if (!max_cpus) {
+		if (possible < 0)
+			return steer_fail(possible, NULL, "count possible CPUs");
+		max_cpus = (unsigned int)possible > POPUP_STEER_MAX_CPUS ?
+			   (unsigned int)possible : POPUP_STEER_MAX_CPUS;
+	}
+	err = bpf_map__set_max_entries(st->skel->maps.steer_cpu_slot, max_cpus);
+	if (err)
+		return steer_fail(err, NULL, "size steer_cpu_slot to %u", max_cpus);
+	st->nr_cpu_slots = max_cpus;
+	return 0;
+}
 
 static int load(struct popup_steer *st, const struct popup_steer_opts *opts)
 {
@@ -515,6 +659,9 @@ static int load(struct popup_steer *st, const struct popup_steer_opts *opts)
 	st->skel = steer_bpf__open();
 	if (!st->skel)
 		return steer_fail(-errno, NULL, "open BPF object");
+	err = size_cpu_slots(st, opts->max_cpus);
+	if (err)
+		return err;
 	err = steer_bpf__load(st->skel);
 	if (err)
 		return steer_fail(err, err == -EPERM ?
@@ -560,10 +707,77 @@ int popup_steer__open(struct popup_steer **out, const struct popup_steer_opts *o
 	return 0;
 }
 
+/*
+ * True if @fd still names the socket with @cookie: the caller may have
+ * closed it since add_socket, and the number been reused for another
+ * socket or file.
+ */
+static bool same_socket(int fd, __u64 cookie)
+{
+	socklen_t len = sizeof(__u64);
+	__u64 now;
+
+	return fd >= 0 && !getsockopt(fd, SOL_SOCKET, SO_COOKIE, &now, &len) && now == cookie;
+}
+
+/*
+ * The kernel keeps one program per reuseport group, so one socket per
+ * group is enough; -ENOENT (no program any more) counts as done.
+ */
+static int detach_group(struct popup_steer *st, enum popup_steer_group group)
+{
+	const struct steer_group_state *g = &st->groups[group];
+	int err = 0;
+
+	for (unsigned int slot = 0; slot < POPUP_STEER_MAX_SLOTS; slot++) {
+		if (!g->cookie[slot] || !same_socket(g->fd[slot], g->cookie[slot]))
+			continue;
+		err = detach_fd(g->fd[slot]);
+		if (!err || err == -ENOENT)
+			return 0;
+		steer_fail(err, NULL, "SO_DETACH_REUSEPORT_BPF fd %d (%s)",
+			   g->fd[slot], group_names[group]);
+	}
+	return err;
+}
+
+/*
+ * Take every socket out of steer_socks now: the map itself is freed
+ * only after its last reference goes, later, and until then the kernel
+ * would refuse those sockets in another loader's sockarray (-EBUSY).
+ */
+static void clear_socks(struct popup_steer *st)
+{
+	int fd = bpf_map__fd(st->skel->maps.steer_socks);
+
+	/* not loaded: open failed early */
+	if (fd < 0)
+		return;
+	for (__u32 key = 0; key < POPUP_STEER_GROUPS * POPUP_STEER_MAX_SLOTS; key++)
+		bpf_map_delete_elem(fd, &key);
+}
+
+int popup_steer__detach(struct popup_steer *st)
+{
+	int err = 0;
+
+	for (int group = 0; group < POPUP_STEER_GROUPS; group++) {
+		int e = detach_group(st, group);
+
+		if (!err)
+			err = e;
+	}
+	return err;
+}
+
 void popup_steer__destroy(struct popup_steer *st)
 {
 	if (!st)
 		return;
+	if (st->skel) {
+		popup_steer__detach(st);
+		clear_socks(st);
+	}
 	if (st->pin_dir[0]) {
 		unpin_all(st->pin_dir);
 		/* fails harmlessly if someone else put files there */
