@@ -114,6 +114,30 @@ void http_refuse(int fd, int code, const char *msg)
 	close(fd);
 }
 
+/* Helpers for put_response(); the longest header it builds is well under
+ * its 256 bytes (the reasons and content types are fixed strings). */
+static char *put_str(char *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	memcpy(p, s, n);
+	return p + n;
+}
+
+static char *put_u32(char *p, uint32_t v)
+{
+	char tmp[10];
+	int i = 0;
+
+	do {
+		tmp[i++] = '0' + v % 10;
+		v /= 10;
+	} while (v);
+	while (i)
+		*p++ = tmp[--i];
+	return p;
+}
+
 static void put_response(struct conn *c, struct job *j, bool close)
 {
 	int code = j->http_code ? j->http_code :
@@ -122,18 +146,27 @@ static void put_response(struct conn *c, struct job *j, bool close)
 			http_to_wire(j->http_code) : (uint32_t)status_to_wire(j->status);
 	const void *body = j->res;
 	uint32_t len = j->res_len;
-	char head[256];
+	char head[256], *h = head;
 	int n;
 
 	if (code != 200 && !len && j->msg) {
 		body = j->msg;
 		len = strlen(j->msg);
 	}
-	n = snprintf(head, sizeof(head),
-		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %u\r\n"
-		     "X-Popup-Status: %u\r\nConnection: %s\r\n\r\n",
-		     code, reason(code), code == 200 ? "application/octet-stream" : "text/plain",
-		     len, wire, close ? "close" : "keep-alive");
+	/* By hand rather than snprintf(): it is on every request. */
+	h = put_str(h, "HTTP/1.1 ");
+	h = put_u32(h, code);
+	*h++ = ' ';
+	h = put_str(h, reason(code));
+	h = put_str(h, "\r\nContent-Type: ");
+	h = put_str(h, code == 200 ? "application/octet-stream" : "text/plain");
+	h = put_str(h, "\r\nContent-Length: ");
+	h = put_u32(h, len);
+	h = put_str(h, "\r\nX-Popup-Status: ");
+	h = put_u32(h, wire);
+	h = put_str(h, "\r\nConnection: ");
+	h = put_str(h, close ? "close\r\n\r\n" : "keep-alive\r\n\r\n");
+	n = h - head;
 	if (conn_reserve_out(c, n + len))
 		return;
 	memcpy(c->out + c->out_len, head, n);
@@ -197,7 +230,7 @@ static int on_message_begin(http_parser *p)
 	c->hdr_expect = c->hdr_is_expect = false;
 	c->herr = 0;
 	if (!c->req_start_ns)
-		c->req_start_ns = now_ns();
+		c->req_start_ns = worker_now(c->w);
 	return 0;
 }
 
@@ -348,7 +381,10 @@ static int on_headers_complete(http_parser *p)
 		c->body_limit = 0;
 		return 0;
 	}
-	j = job_new(limit, m->max_res);
+	/* With a Content-Length (at most @limit, checked above) the parser
+	 * hands over exactly that many bytes: no need for room for more. */
+	j = job_new((p->flags & F_CONTENTLENGTH) ? (uint32_t)p->content_length : limit,
+		    m->max_res);
 	if (!j)
 		return 1;
 	j->origin = POPUP_SVC_ORIGIN_HTTP;
@@ -379,7 +415,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 	if (!j || j->http_code)
 		return 0;	/* refused request: its body is skipped */
-	if (j->req_len + len > c->body_limit) {
+	if (j->req_len + len > c->body_limit || j->req_len + len > j->req_cap) {
 		/* Chunked body over the limit: turn it into a 413. */
 		j->http_code = 413;
 		j->msg = "body over the method's limit";
@@ -400,7 +436,7 @@ static int on_message_complete(http_parser *p)
 
 	c->hcur = NULL;
 	c->req_start_ns = 0;
-	ctr_add(&pd.ctr.http_requests, 1);
+	ctr_add(&c->w->http_requests, 1);	/* per worker: no shared line */
 	if (j)
 		dispatch_job(c->w, j);
 	/* One message per execute: limits are checked between requests. */

@@ -192,6 +192,7 @@ struct job {
 	unsigned char *res;
 	uint32_t res_len, res_cap;
 	uint32_t req_len;
+	uint32_t req_cap;		/* bytes allocated for the request */
 	unsigned char *req;		/* points into the same allocation */
 };
 
@@ -224,6 +225,7 @@ struct conn {
 	enum conn_proto proto;
 	unsigned int refs;		/* 1 for the list + 1 per job in flight */
 	bool reading;			/* EPOLLIN armed */
+	uint32_t ev;			/* events armed in epoll now */
 	bool closing;			/* close once output drains */
 	bool goaway;			/* drain: told the peer to go away */
 	bool paused;			/* parsing held back by limits */
@@ -288,6 +290,12 @@ struct worker {
 	unsigned int udp_inflight;	/* UDP jobs not answered yet */
 	int stop_req;			/* atomic: 1 drain, 2 stop now */
 	bool udp_kernel;		/* popup.ko receives on udp_fd */
+	uint64_t http_requests;		/* this worker's share of the counter */
+	uint64_t now;			/* clock read when the current batch of
+					 * events arrived (worker_now()) */
+	/* Workers sit side by side in one array and each writes its own
+	 * fields on every request: keep the next one's off our last line. */
+	char pad[64];
 };
 
 int worker_open(struct worker *w, const struct popupd_config *cfg,
@@ -340,8 +348,11 @@ struct popupd {
 	struct popupd_limits lim;	/* live copy of cfg.lim */
 	struct worker *workers;
 	unsigned int nr_workers;
-	struct popupd_counters ctr;
-	uint32_t conns;			/* open TCP connections */
+	/* Written by every worker: on lines of their own, away from the
+	 * limits every request reads. */
+	struct popupd_counters ctr __attribute__((aligned(64)));
+	uint32_t conns __attribute__((aligned(64)));	/* open TCP connections */
+	char pad_conns[60];
 	uint16_t port, http_port;	/* bound */
 	uint64_t started_ns;
 };
@@ -359,6 +370,15 @@ static inline uint64_t ctr_get(const uint64_t *c)
 }
 
 uint64_t now_ns(void);
+
+/* Time stamps for timeouts (activity, request start, write stalls): the
+ * time this batch of events arrived, so that a request costs one clock
+ * read instead of several. Never later than the truth, so a deadline
+ * started from it only comes sooner. */
+static inline uint64_t worker_now(const struct worker *w)
+{
+	return w->now ? w->now : now_ns();
+}
 
 /* arrival.c: UDP requests through popup.ko (POPUP_IOC_ATTACH). */
 int arrival_kernel_start(void);

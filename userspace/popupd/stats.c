@@ -186,6 +186,10 @@ int dir_stats_text(char *buf, size_t cap)
 {
 	struct textbuf tb = { .p = buf, .cap = cap };
 	const struct popupd_counters *c = &pd.ctr;
+	uint64_t http_requests = ctr_get(&c->http_requests);
+
+	for (unsigned int i = 0; pd.workers && i < pd.nr_workers; i++)
+		http_requests += ctr_get(&pd.workers[i].http_requests);
 
 	tb_printf(&tb, "daemon pid=%d uptime_s=%llu port=%u http_port=%u workers=%u "
 		  "conns=%u max_conns=%u refused=%llu idle_closed=%llu slow_closed=%llu "
@@ -201,7 +205,7 @@ int dir_stats_text(char *buf, size_t cap)
 		  (unsigned long long)ctr_get(&c->proto_errors),
 		  (unsigned long long)ctr_get(&c->accept_emfile),
 		  (unsigned long long)ctr_get(&c->busy),
-		  (unsigned long long)ctr_get(&c->http_requests),
+		  (unsigned long long)http_requests,
 		  (unsigned long long)ctr_get(&c->udp_dropped));
 	for (unsigned int i = 0; i < services_count(); i++) {
 		struct svc *s = svc_at(i);

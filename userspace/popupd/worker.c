@@ -181,9 +181,12 @@ int worker_open(struct worker *w, const struct popupd_config *cfg,
 			       cfg->bind_addr, http_port, strerror(-err));
 			return err;
 		}
-		/* A hint for the kernel's reuseport choice (honoured by
-		 * kernels that match listeners on the incoming CPU). */
-		setsockopt(w->http_fd, SOL_SOCKET, SO_INCOMING_CPU, &w->cpu, sizeof(w->cpu));
+		/* No SO_INCOMING_CPU hint here: kernels that honour it in a
+		 * reuseport group (6.1+) give every connection whose SYN
+		 * was handled on CPU n to worker n, so a client whose
+		 * threads happened to connect from one CPU (wrk, any
+		 * unpinned client) lands whole on one worker while the
+		 * others idle. The kernel's 4-tuple hash spreads them. */
 	}
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	return 0;
@@ -308,6 +311,7 @@ static void conn_new(struct worker *w, int fd, enum conn_proto proto,
 	c->proto = proto;
 	c->refs = 1;
 	c->reading = true;
+	c->ev = EPOLLIN | EPOLLRDHUP;
 	c->last_active_ns = now_ns();
 	memcpy(&c->peer, peer, plen);
 	c->peer_len = plen;
@@ -348,10 +352,10 @@ static int conn_flush(struct conn *c)
 		c->out_off = c->out_len = 0;
 		c->write_stall_ns = 0;
 	} else if (progress || !c->write_stall_ns) {
-		c->write_stall_ns = now_ns();
+		c->write_stall_ns = worker_now(c->w);
 	}
 	if (progress)
-		c->last_active_ns = now_ns();
+		c->last_active_ns = worker_now(c->w);
 	return 0;
 }
 
@@ -374,7 +378,14 @@ static int conn_arm(struct conn *c)
 	 * send (rounds ran out above): the next wake-up resumes it. */
 	if (c->out_len > c->out_off || (c->paused && !conn_over_limits(c)))
 		ev |= EPOLLOUT;
-	return ep_ctl(c->w, EPOLL_CTL_MOD, c->fd, ev, c);
+	/* Usually nothing changed (read, answer, all sent): the set is
+	 * level-triggered, so there is nothing to re-arm. */
+	if (ev == c->ev)
+		return 0;
+	if (ep_ctl(c->w, EPOLL_CTL_MOD, c->fd, ev, c))
+		return -1;
+	c->ev = ev;
+	return 0;
 }
 
 static int conn_parse(struct conn *c)
@@ -413,11 +424,13 @@ close:
 static void conn_readable(struct conn *c)
 {
 	for (int budget = 16; budget > 0 && !c->paused && !c->closing; budget--) {
+		size_t room;
 		ssize_t n;
 
 		if (buf_reserve(&c->in, &c->in_cap, (uint64_t)c->in_len + READ_CHUNK) < 0)
 			goto close;
-		n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+		room = c->in_cap - c->in_len;
+		n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
 		if (n == 0) {
 			/* The peer finished sending: answer what it sent,
 			 * then close. */
@@ -430,7 +443,7 @@ static void conn_readable(struct conn *c)
 			goto close;
 		}
 		c->in_len += n;
-		c->last_active_ns = now_ns();
+		c->last_active_ns = worker_now(c->w);
 		if (conn_parse(c) < 0) {
 			ctr_add(&pd.ctr.proto_errors, 1);
 			ctr_add(&c->w->st->errors, 1);
@@ -440,6 +453,11 @@ static void conn_readable(struct conn *c)
 			goto close;
 		}
 		if (c->out_len - c->out_off >= LIM(max_output))
+			break;
+		/* A short read took all there was: another recv() would
+		 * only say EAGAIN. The set is level-triggered, so bytes
+		 * (or a FIN) arriving meanwhile wake us again. */
+		if ((size_t)n < room)
 			break;
 	}
 	conn_kick(c);
@@ -753,6 +771,7 @@ static void drain_begin(struct worker *w)
 	unsigned char b[POPUP_WIRE_HDR_LEN];
 	uint64_t now = now_ns();
 
+	w->now = now;
 	w->draining = true;
 	w->drain_started_ns = now;
 	w->drain_deadline_ns = now + LIM(stop_timeout_ms) * 1000000ull;
@@ -853,6 +872,7 @@ static void *worker_main(void *arg)
 			pr_err("worker %d: epoll_wait: %s", w->cpu, strerror(errno));
 			break;
 		}
+		w->now = now_ns();
 		for (int i = 0; i < n; i++)
 			handle_event(w, &evs[i]);
 		now = now_ns();
