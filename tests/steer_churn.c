@@ -103,6 +103,7 @@ struct client {
 	/* read by the main thread only after the join */
 	unsigned long by_inst[PH_MAX][MAX_INST];
 	unsigned long refused, reset, timeout, bad, other;
+	atomic_ulong failures;	/* the sum of those, for a live look */
 	int pin_err;
 	int last_errno;
 };
@@ -279,6 +280,7 @@ static void make_req(unsigned char *req, int idx, __u32 seq)
 
 static void count_errno(struct client *cl, int err)
 {
+	atomic_fetch_add(&cl->failures, 1);
 	cl->last_errno = err;
 	if (err == ECONNREFUSED)
 		cl->refused++;
@@ -290,6 +292,12 @@ static void count_errno(struct client *cl, int err)
 		cl->other++;
 }
 
+static void count_bad(struct client *cl)
+{
+	atomic_fetch_add(&cl->failures, 1);
+	cl->bad++;
+}
+
 /* Instance id from a reply to @req, or -1. */
 static int check_reply(struct client *cl, const unsigned char *req,
 		       const unsigned char *reply, ssize_t n)
@@ -297,12 +305,12 @@ static int check_reply(struct client *cl, const unsigned char *req,
 	__u32 id;
 
 	if (n != REPLY_LEN || memcmp(req, reply, REQ_LEN)) {
-		cl->bad++;
+		count_bad(cl);
 		return -1;
 	}
 	memcpy(&id, reply + REQ_LEN, sizeof(id));
 	if (id >= MAX_INST) {
-		cl->bad++;
+		count_bad(cl);
 		return -1;
 	}
 	return id;
@@ -359,7 +367,7 @@ static int udp_request(struct client *cl, int fd, const unsigned char *req)
 		if (n >= REQ_LEN && !memcmp(req, reply, REQ_LEN))
 			return check_reply(cl, req, reply, n);
 	}
-	cl->bad++;
+	count_bad(cl);
 	return -1;
 }
 
@@ -503,8 +511,12 @@ static int start_clients(FIXTURE_DATA(churn) *self)
 	return 0;
 }
 
-/* Enter @ph, let every client do PHASE_MIN requests in it; false on timeout. */
-static bool run_phase(FIXTURE_DATA(churn) *self, enum phase ph)
+/*
+ * Enter @ph, let every client do PHASE_MIN requests in it; false on
+ * timeout, with what each client did logged.
+ */
+static bool run_phase(struct __test_metadata *_metadata, FIXTURE_DATA(churn) *self,
+		      enum phase ph)
 {
 	long start = now_ms();
 
@@ -518,6 +530,10 @@ static bool run_phase(FIXTURE_DATA(churn) *self, enum phase ph)
 			return true;
 		usleep(5000);
 	}
+	for (int i = 0; i < self->nclients; i++)
+		TH_LOG("phase %s timed out: CPU %d did %lu requests, %lu failed",
+		       phase_names[ph], self->c.cpus[i], atomic_load(&self->c.cl[i].done[ph]),
+		       atomic_load(&self->c.cl[i].failures));
 	return false;
 }
 
@@ -581,7 +597,7 @@ TEST_F_TIMEOUT(churn, restart_worker, 180)
 	if (_metadata->skip)
 		return;
 	ASSERT_EQ(0, start_clients(self));
-	ASSERT_TRUE(run_phase(self, PH_A));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_A));
 
 	snapshot(_metadata, self, &s[0]);
 	atomic_store(&c->phase, PH_T1);
@@ -594,7 +610,7 @@ TEST_F_TIMEOUT(churn, restart_worker, 180)
 		ASSERT_EQ(0, popup_steer__remove_slot(self->st, g, 0));
 	}
 	snapshot(_metadata, self, &s[1]);
-	ASSERT_TRUE(run_phase(self, PH_B));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_B));
 	snapshot(_metadata, self, &s[2]);
 
 	atomic_store(&c->phase, PH_T2);
@@ -602,7 +618,7 @@ TEST_F_TIMEOUT(churn, restart_worker, 180)
 	ASSERT_LE(0, fresh);
 	ASSERT_EQ(0, popup_steer__add_socket(self->st, c->inst[fresh].fd, 0));
 	snapshot(_metadata, self, &s[3]);
-	ASSERT_TRUE(run_phase(self, PH_C));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_C));
 	snapshot(_metadata, self, &s[4]);
 	stop_clients(self);
 
@@ -647,18 +663,18 @@ TEST_F_TIMEOUT(churn, detach_under_load, 180)
 	if (_metadata->skip)
 		return;
 	ASSERT_EQ(0, start_clients(self));
-	ASSERT_TRUE(run_phase(self, PH_A));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_A));
 
 	atomic_store(&c->phase, PH_T1);
 	ASSERT_EQ(0, popup_steer__detach(self->st));
 	snapshot(_metadata, self, &s[0]);
-	ASSERT_TRUE(run_phase(self, PH_B));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_B));
 	snapshot(_metadata, self, &s[1]);
 
 	atomic_store(&c->phase, PH_T2);
 	ASSERT_EQ(0, popup_steer__add_socket(self->st, c->inst[0].fd, 0));
 	snapshot(_metadata, self, &s[2]);
-	ASSERT_TRUE(run_phase(self, PH_C));
+	ASSERT_TRUE(run_phase(_metadata, self, PH_C));
 	snapshot(_metadata, self, &s[3]);
 	stop_clients(self);
 
