@@ -35,6 +35,9 @@
 /* flags */
 #define POPUP_WIRE_F_REPLY	0x01	/* message is a reply */
 #define POPUP_WIRE_F_ONEWAY	0x02	/* request wants no reply */
+/* 0x04 is taken (priority) */
+#define POPUP_WIRE_F_WORK	0x08	/* arbiter <-> subserver work channel */
+#define POPUP_WIRE_F_REGISTER	0x10	/* work channel: a service registration */
 
 /* reply status codes */
 #define POPUP_WIRE_S_OK		0

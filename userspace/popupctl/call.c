@@ -589,6 +589,39 @@ out:
 
 /* ---- the per-service part of stats ------------------------------------ */
 
+/* The "arbiter" lines (services served by subservers), after the rest. */
+static void stats_arbiters(const char *text, bool json)
+{
+	bool first = true;
+
+	for (const char *line = text; line && *line;) {
+		const char *eol = strchr(line, '\n');
+		char buf[1024], name[64] = "?";
+
+		snprintf(buf, sizeof(buf), "%.*s", eol ? (int)(eol - line) : (int)strlen(line), line);
+		line = eol ? eol + 1 : NULL;
+		if (strncmp(buf, "arbiter ", 8))
+			continue;
+		if (json) {
+			printf("%s", first ? ",\"arbiters\":[" : ",");
+			json_line(buf);
+		} else {
+			if (first)
+				printf("\n%-10s %6s %6s %6s %6s %10s %8s %8s %8s %7s\n", "arbiter",
+				       "subsrv", "asks", "queued", "held", "dispatched", "retried",
+				       "failed", "expired", "busy");
+			kv_get(buf, "name", name, sizeof(name));
+			printf("%-10s %6u %6u %6u %6u %10u %8u %8u %8u %7u\n", name,
+			       kv_u32(buf, "subservers"), kv_u32(buf, "asks"), kv_u32(buf, "queued"),
+			       kv_u32(buf, "held"), kv_u32(buf, "dispatched"), kv_u32(buf, "retried"),
+			       kv_u32(buf, "failed"), kv_u32(buf, "expired"), kv_u32(buf, "busy"));
+		}
+		first = false;
+	}
+	if (json && !first)
+		printf("]");
+}
+
 /*
  * Print popupd's daemon and per-service counters, after the per-CPU table
  * (text) or as members of the stats object (JSON: the caller has printed
@@ -667,6 +700,7 @@ int stats_services(const char *connect, bool json, bool quiet)
 	}
 	if (json)
 		printf("]");
+	stats_arbiters((const char *)r.data, json);
 	free(r.data);
 	return 0;
 }

@@ -9,6 +9,9 @@
  *   [limits]            connection, size and time limits
  *   [service.<name>]    pool overrides (threads, queue, timeout_ms, id,
  *                       dispatch, path) and the service's own keys
+ *   [arbiter.<name>]    a service served by subservers (arbiter.c checks
+ *                       the keys)
+ *   [subserver]         front = HOST:PORT, asks = N (subserver.c)
  * An unknown section or key is an error: a typo must not silently keep a
  * default. Errors name the file and line.
  */
@@ -36,6 +39,7 @@ void config_defaults(struct popupd_config *cfg)
 	cfg->use_bpf = true;
 	cfg->local = true;
 	cfg->log_level = LOG_LVL_INFO;
+	cfg->arbiter_port = 7071;
 	CPU_ZERO(&cfg->cpus);
 	cfg->lim = (struct popupd_limits){
 		.max_conns = 16384,
@@ -59,19 +63,12 @@ static void free_services(struct popupd_config *cfg)
 	cfg->nr_services = 0;
 }
 
-void config_free(struct popupd_config *cfg)
+static void free_svc_conf(struct popupd_svc_conf *sc)
 {
-	struct popupd_svc_conf *sc, *nsc;
+	struct popupd_svc_conf *nsc;
 	struct popupd_kv *kv, *nkv;
 
-	free(cfg->config_path);
-	free(cfg->bind_addr);
-	free(cfg->pin_dir);
-	free(cfg->stats_path);
-	free(cfg->port_file);
-	free(cfg->plugin_dir);
-	free_services(cfg);
-	for (sc = cfg->svc_conf; sc; sc = nsc) {
+	for (; sc; sc = nsc) {
 		nsc = sc->next;
 		for (kv = sc->kv; kv; kv = nkv) {
 			nkv = kv->next;
@@ -82,6 +79,21 @@ void config_free(struct popupd_config *cfg)
 		free(sc->name);
 		free(sc);
 	}
+}
+
+void config_free(struct popupd_config *cfg)
+{
+	free_svc_conf(cfg->arb_conf);
+	free(cfg->subserver_of);
+	free(cfg->arbiter_bind);
+	free(cfg->config_path);
+	free(cfg->bind_addr);
+	free(cfg->pin_dir);
+	free(cfg->stats_path);
+	free(cfg->port_file);
+	free(cfg->plugin_dir);
+	free_services(cfg);
+	free_svc_conf(cfg->svc_conf);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -213,11 +225,11 @@ static int set_limit(struct popupd_limits *lim, const char *name, const char *va
 	return -ENOENT;
 }
 
-static struct popupd_svc_conf *svc_conf_get(struct popupd_config *cfg, const char *name)
+static struct popupd_svc_conf *svc_conf_get(struct popupd_svc_conf **head, const char *name)
 {
 	struct popupd_svc_conf *sc;
 
-	for (sc = cfg->svc_conf; sc; sc = sc->next)
+	for (sc = *head; sc; sc = sc->next)
 		if (!strcmp(sc->name, name))
 			return sc;
 	sc = calloc(1, sizeof(*sc));
@@ -225,15 +237,15 @@ static struct popupd_svc_conf *svc_conf_get(struct popupd_config *cfg, const cha
 		free(sc);
 		return NULL;
 	}
-	sc->next = cfg->svc_conf;
-	cfg->svc_conf = sc;
+	sc->next = *head;
+	*head = sc;
 	return sc;
 }
 
-static int svc_conf_set(struct popupd_config *cfg, const char *svc, const char *key,
-			const char *value)
+static int conf_list_set(struct popupd_svc_conf **head, const char *svc, const char *key,
+			 const char *value)
 {
-	struct popupd_svc_conf *sc = svc_conf_get(cfg, svc);
+	struct popupd_svc_conf *sc = svc_conf_get(head, svc);
 	struct popupd_kv *kv;
 
 	if (!sc)
@@ -255,6 +267,22 @@ static int svc_conf_set(struct popupd_config *cfg, const char *svc, const char *
 	kv->next = sc->kv;
 	sc->kv = kv;
 	return 0;
+}
+
+static int svc_conf_set(struct popupd_config *cfg, const char *svc, const char *key,
+			const char *value)
+{
+	return conf_list_set(&cfg->svc_conf, svc, key, value);
+}
+
+/* [subserver] keys */
+static int set_subserver_key(struct popupd_config *cfg, const char *k, const char *v)
+{
+	if (!strcmp(k, "front"))
+		return strchr(v, ':') ? set_str(&cfg->subserver_of, v) : -EINVAL;
+	if (!strcmp(k, "asks"))
+		return parse_u32(v, 1, 256, &cfg->subserver_asks);
+	return -ENOENT;
 }
 
 const char *config_svc_get(const struct popupd_config *cfg, const char *svc,
@@ -303,6 +331,10 @@ static int set_main_key(struct popupd_config *cfg, const char *k, const char *v)
 		return parse_arrival(v, &cfg->arrival);
 	if (!strcmp(k, "stats"))
 		return set_str(&cfg->stats_path, v);
+	if (!strcmp(k, "arbiter_port"))
+		return parse_port(v, &cfg->arbiter_port);
+	if (!strcmp(k, "arbiter_bind"))
+		return set_str(&cfg->arbiter_bind, v);
 	if (!strcmp(k, "port_file"))
 		return set_str(&cfg->port_file, v);
 	if (!strcmp(k, "plugin_dir"))
@@ -337,6 +369,10 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 		err = set_limit(&ctx->cfg->lim, name, value);
 	else if (!strncmp(section, "service.", 8) && section[8])
 		err = svc_conf_set(ctx->cfg, section + 8, name, value);
+	else if (!strncmp(section, "arbiter.", 8) && section[8])
+		err = conf_list_set(&ctx->cfg->arb_conf, section + 8, name, value);
+	else if (!strcmp(section, "subserver"))
+		err = set_subserver_key(ctx->cfg, name, value);
 	else
 		err = -ESRCH;
 	if (!err)
@@ -389,6 +425,9 @@ static void usage(FILE *f)
 "      --no-bpf             do not attach the steering program (kernel hash)\n"
 "      --pin-dir DIR        bpffs directory for pins (/sys/fs/bpf/popup)\n"
 "      --no-local           do not export services through libpopup\n"
+"      --arbiter-port PORT  where subservers connect ([arbiter.*] only; 7071)\n"
+"      --subserver-of HOST:PORT  also serve this front popupd's arbiter\n"
+"      --subserver-asks N   requests asked for at once as a subserver (4)\n"
 "      --arrival MODE       UDP arrival: kernel (popup.ko contexts), user\n"
 "                           (epoll), auto: kernel when the module offers it\n"
 "      --stats PATH         statistics file (" POPUP_STATS_PATH ")\n"
@@ -428,7 +467,7 @@ static const char *opt_name(const struct option *opts, int c, int idx)
 enum {
 	OPT_HTTP_PORT = 256, OPT_NO_HTTP, OPT_PORT_FILE, OPT_PLUGIN_DIR, OPT_SET,
 	OPT_NO_BPF, OPT_PIN_DIR, OPT_NO_LOCAL, OPT_STATS, OPT_MAX_PAYLOAD,
-	OPT_CHECK, OPT_LIMIT, OPT_ARRIVAL,
+	OPT_CHECK, OPT_LIMIT, OPT_ARRIVAL, OPT_ARB_PORT, OPT_SUB_OF, OPT_SUB_ASKS,
 };
 
 /*
@@ -455,6 +494,9 @@ int config_parse_args(struct popupd_config *cfg, int argc, char **argv,
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
 		{ "no-local", no_argument, NULL, OPT_NO_LOCAL },
 		{ "arrival", required_argument, NULL, OPT_ARRIVAL },
+		{ "arbiter-port", required_argument, NULL, OPT_ARB_PORT },
+		{ "subserver-of", required_argument, NULL, OPT_SUB_OF },
+		{ "subserver-asks", required_argument, NULL, OPT_SUB_ASKS },
 		{ "stats", required_argument, NULL, OPT_STATS },
 		{ "max-payload", required_argument, NULL, OPT_MAX_PAYLOAD },
 		{ "log-level", required_argument, NULL, 'l' },
@@ -541,6 +583,13 @@ int config_parse_args(struct popupd_config *cfg, int argc, char **argv,
 			break;
 		case OPT_STATS:
 			err = set_str(&cfg->stats_path, optarg);
+			break;
+		case OPT_ARB_PORT:
+			err = parse_port(optarg, &cfg->arbiter_port);
+			break;
+		case OPT_SUB_OF:
+		case OPT_SUB_ASKS:
+			err = set_subserver_key(cfg, c == OPT_SUB_OF ? "front" : "asks", optarg);
 			break;
 		case OPT_MAX_PAYLOAD:
 			err = parse_u32(optarg, 0, POPUP_SVC_MAX_MSG, &cfg->lim.max_request);

@@ -199,7 +199,7 @@ static int start_pools(void)
 	for (unsigned int i = 0; i < services_count(); i++) {
 		struct svc *s = svc_at(i);
 
-		if (s->dispatch == POPUP_SVC_DISPATCH_INLINE)
+		if (s->dispatch == POPUP_SVC_DISPATCH_INLINE || s->arb)
 			continue;
 		s->nr_pools = s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? pd.nr_workers : 1;
 		s->pools = calloc(s->nr_pools, sizeof(*s->pools));
@@ -234,7 +234,10 @@ static int write_port_file(const char *path)
 	f = fopen(tmp, "w");
 	if (!f)
 		return -errno;
-	fprintf(f, "native=%u http=%u pid=%d\n", pd.port, pd.http_port, (int)getpid());
+	fprintf(f, "native=%u http=%u pid=%d", pd.port, pd.http_port, (int)getpid());
+	if (arbiter_port())
+		fprintf(f, " arbiter=%u", arbiter_port());
+	fprintf(f, "\n");
 	if (fclose(f) || rename(tmp, path))
 		return -errno;
 	return 0;
@@ -365,7 +368,8 @@ static void check_report(void)
 
 	for (unsigned int i = 0; i < services_count() && n < sizeof(line); i++)
 		n += snprintf(line + n, sizeof(line) - n, " %s(id %u, %s)", svc_at(i)->def->name,
-			      svc_at(i)->id, svc_dispatch_name(svc_at(i)->dispatch));
+			      svc_at(i)->id, svc_at(i)->arb ? "arbiter" :
+			      svc_dispatch_name(svc_at(i)->dispatch));
 	printf("popupd: configuration OK; services:%s\n", line);
 }
 
@@ -399,6 +403,7 @@ int main(int argc, char **argv)
 		if (!err)
 			check_report();
 		services_fini();
+		arbiter_free();
 		config_free(&pd.cfg);
 		return err ? 1 : 0;
 	}
@@ -423,6 +428,8 @@ int main(int argc, char **argv)
 	err = start_arrival(sf);
 	if (!err)
 		err = start_pools();
+	if (!err)
+		err = arbiter_start(&pd.cfg);
 	for (unsigned int i = 0; !err && i < pd.nr_workers; i++)
 		err = worker_start(&pd.workers[i]);
 	if (err)
@@ -439,6 +446,9 @@ int main(int argc, char **argv)
 		if (err)
 			goto cleanup;
 	}
+	err = subserver_start(&pd.cfg);
+	if (err)
+		goto cleanup;
 	if (pd.http_port)
 		pr_info("serving %u services on %s: native %u (tcp, udp), http %u; %u workers",
 			services_count(), pd.cfg.bind_addr, pd.port, pd.http_port, pd.nr_workers);
@@ -454,12 +464,14 @@ cleanup:
 	if (!pthread_create(&wd, NULL, stop_watchdog, &wd_ms))
 		pthread_detach(wd);
 	arrival_kernel_stop();
+	subserver_stop();
 	if (pd.cfg.local)
 		local_stop();
 	for (unsigned int i = 0; i < pd.nr_workers; i++)
 		worker_request_stop(&pd.workers[i], 2);
 	for (unsigned int i = 0; i < pd.nr_workers; i++)
 		worker_join(&pd.workers[i]);
+	arbiter_stop();
 	stop_pools();
 	for (unsigned int i = 0; i < pd.nr_workers; i++)
 		worker_close(&pd.workers[i]);
@@ -468,6 +480,7 @@ cleanup:
 	if (pd.cfg.port_file && !err)
 		unlink(pd.cfg.port_file);
 	services_fini();
+	arbiter_free();
 	free(pd.workers);
 	config_free(&pd.cfg);
 	if (err)

@@ -92,6 +92,12 @@ struct popupd_config {
 	int log_level;
 	struct popupd_limits lim;
 	struct popupd_svc_conf *svc_conf;
+	/* arbiter.c, subserver.c */
+	struct popupd_svc_conf *arb_conf;	/* [arbiter.<name>] sections */
+	int arbiter_port;		/* subservers connect here; 0 = any */
+	char *arbiter_bind;		/* its address; NULL: bind_addr */
+	char *subserver_of;		/* HOST:PORT of a front popupd */
+	uint32_t subserver_asks;	/* asks kept outstanding (0: default) */
 };
 
 /* How UDP requests reach handlers: popup.ko contexts or the epoll loop. */
@@ -123,6 +129,7 @@ struct svc_stats {
 
 struct pool;
 struct popup_server;
+struct arbiter;
 
 struct svc {
 	const struct popup_svc_def *def;
@@ -142,6 +149,7 @@ struct svc {
 	pthread_t local_thread;
 	bool local_started;
 	int local_err;			/* last export error, for the log */
+	struct arbiter *arb;		/* handled by subservers (arbiter.c) */
 };
 
 /* Load the configured services (and the built-in one); 0 or -errno after
@@ -155,6 +163,8 @@ const struct popup_svc_method *svc_method_by_id(const struct svc *s, uint32_t id
 const struct popup_svc_method *svc_method_by_name(const struct svc *s,
 						  const char *name, size_t len);
 unsigned int services_count(void);
+/* Register a service defined by popupd itself (an arbiter's). */
+int svc_add(const struct popup_svc_def *def, void *state, struct svc **out);
 struct svc *svc_at(unsigned int i);
 /* Run a handler: fills @call->res_len, returns its status; counts it. */
 int svc_invoke(struct svc *s, const struct popup_svc_method *m,
@@ -379,6 +389,18 @@ static inline uint64_t worker_now(const struct worker *w)
 {
 	return w->now ? w->now : now_ns();
 }
+
+/* arbiter.c: services served by subservers; subserver.c: the other side. */
+int arbiter_load(const struct popupd_config *cfg);	/* from services_load */
+int arbiter_start(const struct popupd_config *cfg);
+uint16_t arbiter_port(void);
+/* Queue @j for a subserver; -EBUSY past the queue bound, -ESHUTDOWN. */
+int arbiter_submit(struct arbiter *a, struct job *j);
+void arbiter_stop(void);
+void arbiter_free(void);
+int arbiter_stats_text(char *buf, size_t cap);
+int subserver_start(const struct popupd_config *cfg);
+void subserver_stop(void);
 
 /* arrival.c: UDP requests through popup.ko (POPUP_IOC_ATTACH). */
 int arrival_kernel_start(void);

@@ -373,7 +373,7 @@ int services_load(const struct popupd_config *cfg)
 	struct svc *d;
 	int err;
 
-	if (!n) {
+	if (!n && !cfg->arb_conf) {	/* a pure front needs no plugin */
 		names = def_list;
 		n = 1;
 	}
@@ -397,6 +397,9 @@ int services_load(const struct popupd_config *cfg)
 		if (err)
 			return err;
 	}
+	err = arbiter_load(cfg);
+	if (err)
+		return err;
 	for (const struct popupd_svc_conf *sc = cfg->svc_conf; sc; sc = sc->next)
 		if (!svc_by_name(sc->name, strlen(sc->name)))
 			pr_warn("[service.%s] configures a service that is not loaded", sc->name);
@@ -480,6 +483,25 @@ const struct popup_svc_method *svc_method_by_name(const struct svc *s,
 			return &s->def->methods[i];
 	}
 	return NULL;
+}
+
+int svc_add(const struct popup_svc_def *def, void *state, struct svc **out)
+{
+	struct svc *s = calloc(1, sizeof(*s));
+	int err;
+
+	if (!s)
+		return -ENOMEM;
+	s->def = def;
+	s->state = state;
+	snprintf(s->path, sizeof(s->path), "(arbiter)");
+	err = register_svc(s);
+	if (err) {
+		free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
 }
 
 unsigned int services_count(void)

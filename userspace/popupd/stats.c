@@ -149,7 +149,8 @@ int dir_services_text(char *buf, size_t cap)
 
 		tb_printf(&tb, "svc name=%s id=%u version=%u dispatch=%s min_threads=%u "
 			  "threads=%u queue=%u timeout_ms=%u methods=%u\n",
-			  s->def->name, s->id, s->def->version, svc_dispatch_name(s->dispatch),
+			  s->def->name, s->id, s->def->version,
+			  s->arb ? "arbiter" : svc_dispatch_name(s->dispatch),
 			  s->pool.min_threads, s->pool.max_threads, s->pool.queue_limit,
 			  s->pool.timeout_ms, s->def->nr_methods);
 		for (uint32_t k = 0; k < s->def->nr_methods; k++) {
@@ -243,6 +244,14 @@ int dir_stats_text(char *buf, size_t cap)
 			  sum.queued, (unsigned long long)sum.spawned,
 			  (unsigned long long)sum.retired, ls.threads, ls.idle, ls.busy,
 			  ls.queued, ls.spawned, ls.retired);
+	}
+	if (!tb.full) {
+		int n = arbiter_stats_text(buf + tb.len, cap - tb.len);
+
+		if (n < 0)
+			tb.full = true;
+		else
+			tb.len += n;
 	}
 	return tb.full ? -E2BIG : (int)tb.len;
 }

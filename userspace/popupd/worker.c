@@ -544,8 +544,12 @@ void dispatch_job(struct worker *w, struct job *j)
 		job_deliver(w, j);
 		return;
 	}
-	p = s->pools[s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? w->idx : 0];
-	err = pool_submit(p, j);
+	if (s->arb) {
+		err = arbiter_submit(s->arb, j);	/* a subserver runs it */
+	} else {
+		p = s->pools[s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? w->idx : 0];
+		err = pool_submit(p, j);
+	}
 	if (err) {
 		j->status = -EBUSY;
 		j->msg = err == -EBUSY ? "service queue full" : "service stopping";
