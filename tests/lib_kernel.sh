@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # libpopup's functional tests against the module backend (run inside
-# scripts/vm): load popup.ko and run lib_call and lib_pool with
+# scripts/vm): load popup.ko and run lib_call, lib_pool and lib_subcall with
 # POPUP_BACKEND=kernel, so both backends pass the same suite. The two
 # programs' KTAP is indented and their totals summed into one Totals line.
 set -u
@@ -17,7 +17,7 @@ grep -q '^popup ' /proc/modules || insmod "$top/kmod/popup.ko" || exit 1
 for _ in $(seq 100); do [ -c /dev/popup ] && break; sleep 0.02; done
 
 pass=0 fail=0 skip=0
-for t in lib_call lib_pool; do
+for t in lib_call lib_pool lib_subcall; do
 	out=$(POPUP_BACKEND=kernel timeout 300 "$dir/$t" 2>&1)
 	rc=$?
 	sed 's/^/# /' <<<"$out"

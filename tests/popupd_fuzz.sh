@@ -18,7 +18,7 @@ if ! command -v clang >/dev/null; then
 	exit
 fi
 srcs=""
-for f in config service pool worker native http local stats arbiter; do
+for f in config service pool worker native http local stats arbiter subcall; do
 	srcs="$srcs $top/userspace/popupd/$f.c"
 done
 srcs="$srcs $top/userspace/common/log.c $top/userspace/common/cpus.c"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# popupd's native-protocol and arbiter suites with popup.ko loaded (run inside
+# popupd's native-protocol, arbiter and sub-call suites with popup.ko loaded (run inside
 # scripts/vm): popupd then takes UDP requests through the module's arrival
 # path (--arrival=auto picks it) and exports its services through
 # libpopup's module backend, so the same checks as on the host cover
@@ -20,7 +20,7 @@ grep -q '^popup ' /proc/modules || insmod "$top/kmod/popup.ko" || exit 1
 for _ in $(seq 100); do [ -c /dev/popup ] && break; sleep 0.02; done
 
 rc=0
-for t in popupd_native.sh popupd_arbiter.sh; do
+for t in popupd_native.sh popupd_arbiter.sh popupd_subcall.sh; do
 	echo "# --- $t (module backend)"
 	bash "$here/$t" || rc=1
 done

@@ -19,7 +19,9 @@
  *           pool runs in the library.
  * The backend is chosen when a server or client is created: the opts'
  * backend field, else $POPUP_BACKEND ("kernel" or "user"), else the kernel
- * if /dev/popup exists, else user.
+ * if /dev/popup exists, else user. A third, client-only backend ("net",
+ * popup_client__connect_tcp()) calls another machine's popupd over TCP.
+ * Batches (popup_batch__*) keep several calls outstanding on any of them.
  *
  * Conventions (as in libbpf and libxdp): opaque objects, popup_<obj>__<verb>
  * names, int-returning functions return 0 (or a count) on success and a
@@ -154,6 +156,7 @@ enum popup_backend {
 	POPUP_BACKEND_AUTO = 0,
 	POPUP_BACKEND_KERNEL,
 	POPUP_BACKEND_USER,
+	POPUP_BACKEND_NET,	/* popup_client__connect_tcp() only */
 };
 
 /* The backend AUTO resolves to now, or -errno ($POPUP_BACKEND invalid). */
@@ -385,6 +388,130 @@ POPUP_API void *popup_binding__slot(struct popup_binding *b, unsigned int slot,
 POPUP_API int popup_binding__call_slot(struct popup_binding *b, unsigned int slot,
 				       uint32_t method, uint32_t arg_len,
 				       uint32_t *res_len, int timeout_ms);
+
+/* ---- another popupd over TCP ------------------------------------------ */
+
+/*
+ * Connect to a popupd's native TCP port ("host:port", IPv4 or IPv6 as
+ * "[addr]:port") and read its directory (service id 0, method "services").
+ * The client imports that popupd's services by name and version like a
+ * local one; bindings call with the native protocol (include/popup/wire.h)
+ * on the one connection, pipelined by req_id, answers matched out of
+ * order by a reader thread. @timeout_ms bounds the connect and the
+ * directory read (<= 0: 5 s). Errors as for local bindings, plus:
+ *   ECONNREFUSED/EHOSTUNREACH/...  the connect failed (errno of connect)
+ *   EPROTO        the peer does not speak the native protocol
+ *   ECONNRESET    the connection ended: every call in flight and every
+ *                 later one fails with it (connect again)
+ *   EREMOTEIO     the remote handler failed (its error text, if any, is
+ *                 the result: *res_len says how long)
+ *   ENOENT/EOPNOTSUPP/EMSGSIZE/EAGAIN/ETIMEDOUT  the remote popupd's
+ *                 "no service"/"no method"/"too big"/"busy"/"timeout"
+ * Slots of a net binding only bound concurrent popup_binding__call()s;
+ * the connection carries up to the remote's max_inflight calls.
+ */
+POPUP_API struct popup_client *popup_client__connect_tcp(const char *hostport,
+							 int timeout_ms);
+
+/* ---- batches: several calls outstanding -------------------------------- */
+
+/*
+ * A batch starts calls on any bindings (local kernel or user backend, or a
+ * remote popupd) without waiting, and then waits for any or all of them.
+ * Each outstanding call is one transaction record inside the batch; a
+ * token (0, 1, 2, ... in add order) names it until popup_batch__reset().
+ * A batch belongs to one thread at a time; bindings may be shared.
+ *
+ * How calls run, per backend:
+ *   user    truly asynchronous: the request goes out on the connection of
+ *           a binding slot the call holds until its answer is read, so a
+ *           binding carries at most its slots' worth of a batch's calls
+ *           (import with enough slots);
+ *   kernel  popup.ko's CALL is synchronous per thread, so libpopup runs
+ *           each outstanding call on a thread of a process-wide pool of
+ *           caller threads (grown on demand up to 256, idle ones exit
+ *           after 2 s); the waiting handler thread itself stays blocked
+ *           only in popup_batch__wait_*();
+ *   net     pipelined on the TCP connection by req_id.
+ *
+ * Bounds: a batch has at most max_outstanding calls running, and the
+ * process at most popup_service__set_limit()'s count per service (name +
+ * version; default POPUP_SERVICE_LIMIT_DEFAULT), counted across batches: a
+ * counting semaphore per service. popup_batch__add() never blocks while
+ * its batch has calls running: past a bound (or with no free binding slot
+ * under the user backend) it returns -EAGAIN, and the caller reaps one
+ * with popup_batch__wait_any() and adds again. With nothing running it
+ * waits for a unit (up to the call's timeout; then -ETIMEDOUT), which
+ * cannot deadlock because such a batch holds nothing.
+ *
+ * Buffers: @arg may be reused as soon as add() returns; @res must stay
+ * valid until the call is reported done (wait_*, or __free()).
+ */
+struct popup_batch;
+
+#define POPUP_BATCH_MAX			256	/* max_outstanding at most */
+#define POPUP_SERVICE_LIMIT_DEFAULT	64
+
+struct popup_batch_opts {
+	size_t sz;			/* sizeof(struct popup_batch_opts) */
+	uint32_t max_outstanding;	/* 1..POPUP_BATCH_MAX (0: 8) */
+	int timeout_ms;			/* per call, from its add (0: the
+					 * binding's default) */
+	size_t :0;
+};
+#define popup_batch_opts__last_field timeout_ms
+
+POPUP_API struct popup_batch *popup_batch__new(const struct popup_batch_opts *opts);
+
+/*
+ * Cancel every call still running (user: its connection is closed, which
+ * cancels it in the server; net: its reply will be discarded; kernel: the
+ * caller thread's call is waited for, up to its timeout) and free.
+ */
+POPUP_API void popup_batch__free(struct popup_batch *batch);
+
+/*
+ * Start @method on @b; its token in *@token. Returns 0 or -errno: the
+ * synchronous call's argument errors (EINVAL, EOPNOTSUPP, EMSGSIZE),
+ * EAGAIN (a bound, see above), ETIMEDOUT, ECONNRESET, ENOMEM.
+ */
+POPUP_API int popup_batch__add(struct popup_batch *batch, struct popup_binding *b,
+			       uint32_t method, const void *arg, uint32_t arg_len,
+			       void *res, uint32_t res_cap, int *token);
+
+/*
+ * Wait up to @timeout_ms (POPUP_TIMEOUT_INFINITE, or 0: do not wait) for
+ * a call not reported yet to finish; returns its token, each call's once,
+ * in completion order. -ETIMEDOUT when none finished in time (calls keep
+ * running), -ENOENT when every call was reported already. A call past its
+ * own timeout finishes with -ETIMEDOUT.
+ */
+POPUP_API int popup_batch__wait_any(struct popup_batch *batch, int timeout_ms);
+
+/* Wait until every call finished: 0, or -ETIMEDOUT (calls keep running). */
+POPUP_API int popup_batch__wait_all(struct popup_batch *batch, int timeout_ms);
+
+/*
+ * A finished call's status, what popup_binding__call() would have
+ * returned (the handler's status or -errno), and its result length in
+ * *@res_len; -EINPROGRESS while it runs; -EINVAL for an unknown token.
+ */
+POPUP_API int popup_batch__result(const struct popup_batch *batch, int token,
+				  uint32_t *res_len);
+
+/* Calls running now. */
+POPUP_API uint32_t popup_batch__outstanding(const struct popup_batch *batch);
+
+/* Forget finished calls (tokens restart at 0); -EBUSY while any runs. */
+POPUP_API int popup_batch__reset(struct popup_batch *batch);
+
+/*
+ * Process-wide: at most @max (1..65536) batch calls to @name @version
+ * running at once, across all batches. Lowering it below the number
+ * running makes later adds wait; running calls are not touched.
+ */
+POPUP_API int popup_service__set_limit(const char *name, uint32_t version,
+				       uint32_t max);
 
 #ifdef __cplusplus
 }

@@ -123,6 +123,8 @@ struct popup_svc_call {
 	uint32_t uid;
 	uint32_t gid;
 	void *state;			/* what the service's init returned */
+	/* Appended: the service's environment, for sub-calls (below). */
+	const struct popup_svc_env *env;
 };
 
 #define POPUP_SVC_CALL_ONEWAY	(1U << 0)	/* nobody reads the result */
@@ -160,12 +162,45 @@ struct popup_svc_method {
 
 #define POPUP_SVC_M_IDEMPOTENT	(1U << 0)	/* safe to retry */
 
+struct popup_svc_batch;		/* popupd's: sub-calls in flight */
+
 /*
  * struct popup_svc_env - what popupd offers a service at init
  * @get: a value of the service's configuration section
  *       ([service.<name>] in popupd.conf), or NULL; valid during init
  *       only (a reload replaces the configuration): copy what you keep
  * @log: log through popupd (level 3 error, 4 warning, 6 info, 7 debug)
+ *
+ * Sub-calls: a handler may call other services (by name, method id) and
+ * wait, blocking only its own pool thread. The env stays valid until
+ * fini; handlers reach it as call->env. A service of the same popupd is
+ * called through its local export (popup.ko when /dev/popup exists, else
+ * libpopup's Unix-socket backend); one configured as
+ * "[service.<name>] remote = host:port" (optionally "remote_version",
+ * default 1) is called on another popupd over TCP with the native
+ * protocol, pipelined. "[service.<name>] subcall_limit" bounds the calls
+ * to it in flight from this popupd (default 64). Calls end at
+ * @deadline_ns (CLOCK_MONOTONIC; 0: popupd's default of 10 s).
+ * Errors are libpopup's (popup.h): the callee handler's -errno verbatim
+ * for local callees, -EREMOTEIO (its error text as the result) for remote
+ * ones, -ENOENT no such service, -ECONNRESET it went away, -ETIMEDOUT,
+ * -EAGAIN a bound was reached (see @batch_add).
+ * Pool room: each handler waiting on sub-calls holds one thread of its
+ * own service's pool; the callee runs in its own pool, so size the
+ * callee's threads for the calls in flight, and never sub-call your own
+ * service from a full pool.
+ * @call:       one call, synchronously; returns the callee's status,
+ *              result in @res (*@res_len bytes)
+ * @batch_new:  room for up to @max_outstanding calls (1..256) in flight,
+ *              all ending by @deadline_ns; NULL on failure (errno)
+ * @batch_add:  start a call; returns its token (0, 1, ... in add order)
+ *              or -errno. -EAGAIN: the batch or the callee's
+ *              subcall_limit is full; wait for one and add again
+ * @batch_wait_any: a finished call's token (each reported once), or
+ *              -ENOENT when none is left, -ETIMEDOUT at the deadline
+ * @batch_wait_all: 0 once all finished, or -ETIMEDOUT
+ * @batch_result: a finished call's status and result length
+ * @batch_free: cancels calls still in flight; always call it
  */
 struct popup_svc_env {
 	const char *name;
@@ -173,6 +208,19 @@ struct popup_svc_env {
 	void (*log)(const struct popup_svc_env *env, int level, const char *fmt, ...)
 		__attribute__((format(printf, 3, 4)));
 	void *priv;			/* popupd's; do not touch */
+	/* Appended: sub-calls. An older popupd's env ends before these:
+	 * a plugin that uses them needs a popupd that has them. */
+	int (*call)(const struct popup_svc_env *env, const char *service, uint32_t method,
+		    const void *req, uint32_t req_len, void *res, uint32_t res_cap,
+		    uint32_t *res_len, uint64_t deadline_ns);
+	struct popup_svc_batch *(*batch_new)(const struct popup_svc_env *env,
+					      uint32_t max_outstanding, uint64_t deadline_ns);
+	int (*batch_add)(struct popup_svc_batch *batch, const char *service, uint32_t method,
+			 const void *req, uint32_t req_len, void *res, uint32_t res_cap);
+	int (*batch_wait_any)(struct popup_svc_batch *batch);
+	int (*batch_wait_all)(struct popup_svc_batch *batch);
+	int (*batch_result)(struct popup_svc_batch *batch, int token, uint32_t *res_len);
+	void (*batch_free)(struct popup_svc_batch *batch);
 };
 
 /*

@@ -712,4 +712,5 @@ const struct popup_ops libpopup_kernel_ops = {
 	.slot_ready = k_slot_ready,
 	.call = k_call,
 	.call_oneway = k_call_oneway,
+	.async = ASYNC_THREADS,
 };

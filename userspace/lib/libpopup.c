@@ -196,6 +196,7 @@ const char *popup_backend_name(enum popup_backend backend)
 	case POPUP_BACKEND_AUTO:	return "auto";
 	case POPUP_BACKEND_KERNEL:	return "kernel";
 	case POPUP_BACKEND_USER:	return "user";
+	case POPUP_BACKEND_NET:		return "net";
 	}
 	return "unknown";
 }
@@ -665,9 +666,9 @@ void *popup_binding__slot(struct popup_binding *b, unsigned int slot, uint32_t *
  * CALL) only the slot size is checked here, and *@mp describes @method
  * by id alone in @tmp.
  */
-static int check_call(const struct popup_binding *b, uint32_t method, uint32_t arg_len,
-		      bool oneway, const struct method_info **mp,
-		      struct method_info *tmp)
+int libpopup_check_call(const struct popup_binding *b, uint32_t method, uint32_t arg_len,
+			bool oneway, const struct method_info **mp,
+			struct method_info *tmp)
 {
 	const struct method_info *m;
 
@@ -695,7 +696,7 @@ static int call_slot(struct popup_binding *b, unsigned int slot, uint32_t method
 	uint32_t rlen = 0;
 	int ret;
 
-	ret = check_call(b, method, arg_len, false, &m, &tmp);
+	ret = libpopup_check_call(b, method, arg_len, false, &m, &tmp);
 	if (ret)
 		return ret;
 	ret = b->ops->call(b, slot, m, arg_len, &rlen, deadline);
@@ -728,7 +729,7 @@ int popup_binding__call(struct popup_binding *b, uint32_t method,
 	if (!b || (arg_len && !arg) || (res_cap && !res))
 		return -EINVAL;
 	/* Fail bad calls before waiting for a slot. */
-	ret = check_call(b, method, arg_len, false, &m, &tmp);
+	ret = libpopup_check_call(b, method, arg_len, false, &m, &tmp);
 	if (ret)
 		return ret;
 	deadline = call_deadline(b, timeout_ms);
@@ -756,7 +757,7 @@ int popup_binding__call_oneway(struct popup_binding *b, uint32_t method,
 
 	if (!b || (arg_len && !arg))
 		return -EINVAL;
-	ret = check_call(b, method, arg_len, true, &m, &tmp);
+	ret = libpopup_check_call(b, method, arg_len, true, &m, &tmp);
 	if (ret)
 		return ret;
 	return b->ops->call_oneway(b, m, arg, arg_len);

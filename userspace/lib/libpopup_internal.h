@@ -65,6 +65,7 @@ struct popup_client {
 	const struct popup_ops *ops;
 	enum popup_backend backend;
 	int fd;				/* /dev/popup, or -1 */
+	void *priv;			/* net backend: struct net_conn */
 };
 
 struct popup_binding {
@@ -122,7 +123,62 @@ struct popup_ops {
 		    uint32_t *res_len, uint64_t deadline);
 	int (*call_oneway)(struct popup_binding *b, const struct method_info *m,
 			   const void *arg, uint32_t arg_len);
+	/* How popup_batch runs this backend's calls (batch.c). */
+	enum { ASYNC_THREADS, ASYNC_POLL, ASYNC_NET } async;
 };
+
+extern const struct popup_ops libpopup_net_ops;
+
+/* User backend, split calls for ASYNC_POLL (user_client.c). */
+int libpopup_user_call_start(struct popup_binding *b, unsigned int slot,
+			     const struct method_info *m, uint32_t arg_len,
+			     uint64_t deadline, uint64_t *seq);
+int libpopup_user_call_finish(struct popup_binding *b, unsigned int slot,
+			      uint64_t seq, uint32_t *res_len);
+void libpopup_user_call_cancel(struct popup_binding *b, unsigned int slot);
+
+/*
+ * struct popup_txn - the transaction record of one outstanding batch call
+ * (batch.c). Its owner is the batch; while the call runs, the engine that
+ * runs it (a caller thread, the net reader) may complete it, always under
+ * the batch lock (and the net connection lock first, for ASYNC_NET).
+ */
+struct popup_txn {
+	struct popup_batch *batch;
+	struct popup_binding *b;
+	const struct method_info *m;
+	struct method_info tmp;		/* @m for backends without a table */
+	struct svc_sem *sem;		/* the per-service unit held, or NULL */
+	void *arg_copy;			/* ASYNC_THREADS: owned copy */
+	uint32_t arg_len;
+	void *res;			/* the caller's */
+	uint32_t res_cap;
+	uint32_t res_len;
+	int status;
+	int state;			/* TX_* (batch.c) */
+	int token;
+	int slot;			/* ASYNC_POLL: slot held, else -1 */
+	int fd;				/* ASYNC_POLL: connection to poll */
+	uint64_t seq;			/* ASYNC_POLL seq, ASYNC_NET req_id */
+	uint64_t deadline;		/* absolute, 0 = none */
+	struct popup_txn *next;		/* engine queues, net pending list */
+	struct popup_txn *done_next;	/* the batch's completed list */
+};
+
+/* Complete @t with @status (its res/res_len already set); any thread. */
+void libpopup_txn_complete(struct popup_txn *t, int status);
+/* Net backend (net_client.c): send @t's request (arguments @arg). */
+int libpopup_net_submit(struct popup_txn *t, const void *arg);
+/* Take @t out of the connection's pending list: false if its reply is
+ * being (or was) delivered. */
+bool libpopup_net_cancel(struct popup_txn *t);
+/* A synchronous call run through a one-record batch (net backend). */
+int libpopup_batch_call_one(struct popup_binding *b, const struct method_info *m,
+			    const void *arg, uint32_t arg_len, void *res,
+			    uint32_t res_cap, uint32_t *res_len, uint64_t deadline);
+int libpopup_check_call(const struct popup_binding *b, uint32_t method, uint32_t arg_len,
+			bool oneway, const struct method_info **mp,
+			struct method_info *tmp);
 
 extern const struct popup_ops libpopup_user_ops;
 extern const struct popup_ops libpopup_kernel_ops;

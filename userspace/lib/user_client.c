@@ -373,3 +373,47 @@ int libpopup_user_call_oneway(struct popup_binding *b, const struct method_info 
 	pthread_mutex_unlock(&ub->ow_lock);
 	return err ?: status;
 }
+
+/*
+ * Split calls for popup_batch: send on the slot's connection and return
+ * the fd to poll, then read the answer once it is readable. The slot and
+ * its connection stay owned by the batch in between, so several calls of
+ * one binding are in flight at once, one per slot.
+ */
+int libpopup_user_call_start(struct popup_binding *b, unsigned int slot,
+			     const struct method_info *m, uint32_t arg_len,
+			     uint64_t deadline, uint64_t *seq)
+{
+	struct ubinding *ub = UB(b);
+	int fd, err;
+
+	if (atomic_load(&ub->dead))
+		return -ECONNRESET;
+	if (ub->slot_fd[slot] < 0) {
+		fd = reconnect(b, deadline);
+		if (fd < 0)
+			return fd;
+		ub->slot_fd[slot] = fd;
+	}
+	fd = ub->slot_fd[slot];
+	err = send_call(b, fd, PU_CALL, m, libpopup_slot_ptr(b, slot), arg_len,
+			deadline, seq);
+	return err ? slot_fail(b, slot, err) : fd;
+}
+
+int libpopup_user_call_finish(struct popup_binding *b, unsigned int slot,
+			      uint64_t seq, uint32_t *res_len)
+{
+	int err, status;
+
+	err = recv_answer(UB(b)->slot_fd[slot], PU_REPLY, seq, libpopup_slot_ptr(b, slot),
+			  b->slot_size, res_len, &status, 0);
+	return err ? slot_fail(b, slot, err) : status;
+}
+
+/* Give up on the slot's call: closing its connection cancels it. */
+void libpopup_user_call_cancel(struct popup_binding *b, unsigned int slot)
+{
+	if (UB(b)->slot_fd[slot] >= 0)
+		slot_fail(b, slot, -ETIMEDOUT);
+}

@@ -922,4 +922,5 @@ const struct popup_ops libpopup_user_ops = {
 	.unimport = libpopup_user_unimport,
 	.call = libpopup_user_call,
 	.call_oneway = libpopup_user_call_oneway,
+	.async = ASYNC_POLL,
 };

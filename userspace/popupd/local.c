@@ -101,7 +101,9 @@ static struct popup_server *export_one(struct svc *s)
 		.queue_limit = clamp(s->pool.queue_limit, POPUP_MAX_QUEUE),
 		.idle_timeout_ms = s->pool.idle_timeout_ms,
 	};
-	pool.max_idle = clamp(pool.max_threads, 4);
+	/* A service that keeps min_threads (disk: for sub-calls in
+	 * flight) keeps as many idle here too, instead of re-spawning. */
+	pool.max_idle = clamp(pool.max_threads, s->pool.min_threads > 4 ? s->pool.min_threads : 4);
 	pool.min_idle = clamp(s->pool.min_threads, 1);
 	POPUP_OPTS(popup_server_opts, opts, .pool = &pool, .user_data = s);
 	srv = popup_server__create(s->def->name, s->def->version, defs, s->def->nr_methods,

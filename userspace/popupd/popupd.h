@@ -174,6 +174,10 @@ const char *svc_dispatch_name(enum popup_svc_dispatch d);
 int svc_resolve_pool(const struct svc *s, const struct popupd_config *cfg,
 		     struct popup_svc_pool *r, enum popup_svc_dispatch *dispatch);
 
+/* subcall.c: the sub-call hooks of struct popup_svc_env */
+void subcall_env_init(struct popup_svc_env *env);
+void subcall_fini(void);
+
 /* ---- jobs and handler pools (pool.c) ---------------------------------- */
 
 struct worker;

@@ -401,7 +401,8 @@ int services_load(const struct popupd_config *cfg)
 	if (err)
 		return err;
 	for (const struct popupd_svc_conf *sc = cfg->svc_conf; sc; sc = sc->next)
-		if (!svc_by_name(sc->name, strlen(sc->name)))
+		if (!svc_by_name(sc->name, strlen(sc->name)) &&
+		    !config_svc_get(cfg, sc->name, "remote"))
 			pr_warn("[service.%s] configures a service that is not loaded", sc->name);
 	err = assign_ids();
 	for (unsigned int i = 0; !err && i < nr_svcs; i++)
@@ -419,6 +420,7 @@ int services_init(void)
 		s->env.get = env_get;
 		s->env.log = env_log;
 		s->env.priv = s;
+		subcall_env_init(&s->env);
 		if (!s->def->init) {
 			s->inited = true;
 			continue;
@@ -436,6 +438,7 @@ int services_init(void)
 
 void services_fini(void)
 {
+	subcall_fini();		/* no handler runs any more */
 	for (unsigned int i = nr_svcs; i-- > 0;) {
 		struct svc *s = svcs[i];
 
@@ -520,6 +523,7 @@ int svc_invoke(struct svc *s, const struct popup_svc_method *m,
 	int ret;
 
 	call->state = s->state;
+	call->env = &s->env;
 	call->res_len = 0;
 	ret = m->handler(call);
 	if (ret > 0)
