@@ -68,6 +68,8 @@ static inline void pd_bin(char *out, size_t len)
 /*
  * Start popupd with the arguments (NULL-terminated) after the defaults;
  * @np/@hp 0 pick free ports. Returns 0 once the port file is there.
+ * A leading "--local" argument (not a popupd flag) keeps the local
+ * exports on (the default here is --no-local).
  * @rlimit_nofile, if not 0, caps the daemon's descriptors.
  */
 static inline int pd_start_v(struct pd *p, int np, int hp, rlim_t rlimit_nofile,
@@ -96,7 +98,10 @@ static inline int pd_start_v(struct pd *p, int np, int hp, rlim_t rlimit_nofile,
 	argv[n++] = "--port-file"; argv[n++] = ports;
 	argv[n++] = "--stats"; argv[n++] = stats;
 	argv[n++] = "--pin-dir"; argv[n++] = p->pin;
-	argv[n++] = "--no-local";
+	if (args && *args && !strcmp(*args, "--local"))
+		args++;
+	else
+		argv[n++] = "--no-local";
 	while (args && *args && n < 62)
 		argv[n++] = *args++;
 	argv[n] = NULL;

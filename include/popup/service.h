@@ -29,9 +29,11 @@
  * service protects its own state.
  *
  * Compatibility: popupd refuses a definition whose abi_version is not
- * POPUP_SVC_ABI_VERSION or whose struct_size is smaller than the one it
- * knows. Fields are only ever appended; a bigger struct_size from a newer
- * header is accepted when the unknown tail is zero.
+ * POPUP_SVC_ABI_VERSION or whose struct_size is smaller than the first
+ * layout (POPUP_SVC_DEF_SIZE_V1, up to @fini) or bigger than its own.
+ * Fields are only ever appended; a shorter def reads as zero past its
+ * end (and its method table has the first method layout), so plugins
+ * built against an older header keep working.
  */
 #ifndef POPUP_SERVICE_H
 #define POPUP_SERVICE_H
@@ -51,6 +53,9 @@ extern "C" {
 #define POPUP_SVC_NAME_MAX	32	/* name bytes including the NUL */
 #define POPUP_SVC_MAX_METHODS	64
 #define POPUP_SVC_MAX_MSG	(1U << 20)	/* max_arg and max_res */
+/* struct_size of a def, and size of a method, of the first layout. */
+#define POPUP_SVC_DEF_SIZE_V1	80
+#define POPUP_SVC_METHOD_SIZE_V1	40
 
 /* Where a call came from. */
 enum popup_svc_origin {
@@ -61,22 +66,74 @@ enum popup_svc_origin {
 };
 
 /*
- * How popupd runs a service's handlers.
- * POOL:        a bounded pool of handler threads shared by all CPUs,
- *              grown on demand up to max_threads, with a bounded queue in
- *              front: past queue_limit a call is refused as busy.
- * POOL_PERCPU: one such pool per network worker CPU, its threads pinned
- *              there, so a request is received, handled and answered on
- *              one CPU. The limits apply per CPU.
- * INLINE:      on the network worker thread that received the request.
- *              Only for handlers that never block and finish in
+ * How popupd runs a service's handlers (popupd.conf: dispatch = NAME).
+ * POOL ("popup"): pop-up handler contexts: a bounded pool of handler
+ *              threads shared by all CPUs, created on demand when no
+ *              thread is idle, up to max_threads, retiring after
+ *              idle_timeout_ms down to min_threads, with a bounded queue
+ *              in front: past queue_limit a call is refused as busy. The
+ *              default, and value 0 for plugins built before the other
+ *              models existed; POPUP_SVC_DISPATCH_POPUP is its new name.
+ * POOL_PERCPU ("percpu"): one such pool per network worker CPU, its
+ *              threads pinned there, so a request is received, handled
+ *              and answered on one CPU. The limits apply per CPU.
+ * INLINE ("inline"): on the network worker thread that received the
+ *              request. Only for handlers that never block and finish in
  *              microseconds (echo); one slow handler stalls a whole CPU.
+ * FIXED ("pool"): a fixed worker pool: max_threads threads started with
+ *              the service, never grown, never retired (min_threads is
+ *              taken as max_threads); the same queue and busy rule.
+ * PER_CONN ("per-connection"): each TCP connection (native or HTTP) that
+ *              calls the service gets one handler thread of its own, with
+ *              its own queue, for as long as it lives: its requests run
+ *              one at a time, in arrival order within a priority, always
+ *              on that thread. At most max_threads connections hold a
+ *              thread; past that a new connection's requests are refused
+ *              at once with busy (they never wait for another connection
+ *              to close). When the connection closes its thread goes back
+ *              to the free set and retires after idle_timeout_ms. UDP
+ *              callers have no connection: each peer address is hashed to
+ *              one of the max_threads threads (its requests run serially,
+ *              possibly on a thread a connection also owns).
+ * PER_OBJECT ("per-object"): requests are routed by an object key
+ *              (@object_key of the def, or by default the request bytes
+ *              up to the first NUL, space, '=' or newline) to one of
+ *              max_threads object threads, each with its own bounded
+ *              queue (queue_limit each): the same key always runs on the
+ *              same thread, one call at a time, so the state of one
+ *              object needs no lock. Local callers are routed the same
+ *              way. Object threads start on demand and retire when idle.
+ *              For PER_CONN and PER_OBJECT max_threads is read at start:
+ *              a reload changes the queue and time limits, not the number
+ *              of threads.
+ * Local callers (libpopup) run in libpopup's own pop-up pool for every
+ * model but PER_OBJECT, sized from the same settings.
  */
 enum popup_svc_dispatch {
 	POPUP_SVC_DISPATCH_POOL = 0,
 	POPUP_SVC_DISPATCH_POOL_PERCPU,
 	POPUP_SVC_DISPATCH_INLINE,
+	POPUP_SVC_DISPATCH_FIXED,
+	POPUP_SVC_DISPATCH_PER_CONN,
+	POPUP_SVC_DISPATCH_PER_OBJECT,
 };
+
+#define POPUP_SVC_DISPATCH_POPUP	POPUP_SVC_DISPATCH_POOL
+
+/*
+ * Priorities: higher runs first, on one scale for every origin,
+ * POPUP_SVC_PRIO_MIN..POPUP_SVC_PRIO_MAX, 0 the default. A call's priority
+ * is the one its request asks for (native header POPUP_WIRE_F_PRIO, HTTP
+ * X-Popup-Priority, a local caller's nice value: -nice, so nice -5 is 5
+ * and nice 10 is -10), else its method's @priority, and never above the
+ * larger of the method's @priority and the service's @max_priority:
+ * callers may lower their priority freely but raise it only as far as
+ * the service allows. Queues serve higher priorities first without
+ * starving lower ones (popupd: the oldest queued call is passed over at
+ * most 8 times in a row).
+ */
+#define POPUP_SVC_PRIO_MIN	(-20)
+#define POPUP_SVC_PRIO_MAX	20
 
 /*
  * struct popup_svc_pool - handler pool settings (popupd's configuration
@@ -113,7 +170,7 @@ struct popup_svc_call {
 	void *res;			/* result buffer, @res_cap bytes */
 	uint32_t res_len;		/* set by the handler; starts at 0 */
 	int32_t cpu;			/* CPU the request arrived on */
-	int32_t priority;		/* higher runs first; network calls 0 */
+	int32_t priority;		/* higher runs first; see POPUP_SVC_PRIO_MIN */
 	uint32_t flags;			/* POPUP_SVC_CALL_* */
 	uint64_t deadline_ns;		/* CLOCK_MONOTONIC; 0 = none */
 	/* Caller. Network: @peer/@peer_len; local: @pid/@uid/@gid. */
@@ -150,6 +207,14 @@ typedef int (*popup_svc_handler_fn)(struct popup_svc_call *call);
  *           are refused (413) before the handler sees them
  * @max_res: result buffer size, <= POPUP_SVC_MAX_MSG
  * @flags:   POPUP_SVC_M_*
+ * @priority: the method's priority (POPUP_SVC_PRIO_MIN..MAX; 0 default)
+ *           for requests that ask for none, and how high its requests
+ *           may ask at least
+ *
+ * The method layout follows the def's: a def whose struct_size ends
+ * before @max_priority (built against the first version of this header)
+ * has methods that end before @priority. This struct only ever grows
+ * together with struct popup_svc_def.
  */
 struct popup_svc_method {
 	uint32_t id;
@@ -158,6 +223,7 @@ struct popup_svc_method {
 	uint32_t max_res;
 	uint32_t flags;
 	popup_svc_handler_fn handler;
+	int32_t priority;
 };
 
 #define POPUP_SVC_M_IDEMPOTENT	(1U << 0)	/* safe to retry */
@@ -238,6 +304,13 @@ struct popup_svc_env {
  *               negative errno (the start fails); *@state is handed to
  *               every call
  * @fini:        optional; runs after the last call
+ * @max_priority: how high a request may ask (see POPUP_SVC_PRIO_MIN);
+ *               popupd.conf max_priority overrides it
+ * @object_key:  optional, PER_OBJECT: the object a call addresses, into
+ *               *@key; a negative errno refuses the call with that error
+ *               without running it. Runs on popupd's network or local
+ *               threads, so it must be quick and must not block. NULL:
+ *               the default key (see PER_OBJECT).
  */
 struct popup_svc_def {
 	uint32_t abi_version;
@@ -251,6 +324,9 @@ struct popup_svc_def {
 	struct popup_svc_pool pool;
 	int (*init)(const struct popup_svc_env *env, void **state);
 	void (*fini)(void *state);
+	/* appended after ABI version 1's first layout */
+	int32_t max_priority;
+	int (*object_key)(const struct popup_svc_call *call, uint64_t *key);
 };
 
 /* Define the service: POPUP_SVC_DEFINE = { .abi_version = ..., ... }; */

@@ -16,7 +16,11 @@
  *    16    8 req_id     chosen by the client, echoed in the reply, so a TCP
  *                       connection may pipeline and get replies out of order
  *    24    4 len        payload bytes that follow the header
- *    28    4 reserved   zero (requests with non-zero reserved are refused)
+ *    28    4 reserved   zero (requests with non-zero reserved are refused),
+ *                       but with POPUP_WIRE_F_PRIO its low byte is the
+ *                       request's priority, a signed byte (higher runs
+ *                       first; popupd clamps it to -20..20 and caps it at
+ *                       what the service allows); the other 24 bits zero
  *
  * UDP carries exactly one message per datagram; on TCP messages follow one
  * another on the stream. The BPF steering program reads @service at offset
@@ -35,7 +39,7 @@
 /* flags */
 #define POPUP_WIRE_F_REPLY	0x01	/* message is a reply */
 #define POPUP_WIRE_F_ONEWAY	0x02	/* request wants no reply */
-/* 0x04 is taken (priority) */
+#define POPUP_WIRE_F_PRIO	0x04	/* reserved & 0xff: priority (int8) */
 #define POPUP_WIRE_F_WORK	0x08	/* arbiter <-> subserver work channel */
 #define POPUP_WIRE_F_REGISTER	0x10	/* work channel: a service registration */
 
@@ -61,6 +65,15 @@ struct popup_wire_hdr {
 	uint32_t len;
 	uint32_t reserved;
 };
+
+/* The priority a request header asks for, if it asks (F_PRIO). */
+static inline int popup_wire_prio(const struct popup_wire_hdr *h, int *prio)
+{
+	if (!(h->flags & POPUP_WIRE_F_PRIO))
+		return 0;
+	*prio = (int8_t)(h->reserved & 0xff);
+	return 1;
+}
 
 static inline void popup_wire_put32(unsigned char *p, uint32_t v)
 {
@@ -105,8 +118,10 @@ static inline void popup_wire_decode(const unsigned char *p, struct popup_wire_h
 /* 0 if @h is a well-formed request header whose payload fits @max_len. */
 static inline int popup_wire_check(const struct popup_wire_hdr *h, uint32_t max_len)
 {
+	uint32_t rmask = (h->flags & POPUP_WIRE_F_PRIO) ? 0xffffff00u : 0xffffffffu;
+
 	if (h->magic != POPUP_WIRE_MAGIC || h->version != POPUP_WIRE_VERSION ||
-	    h->reserved != 0 || (h->flags & POPUP_WIRE_F_REPLY))
+	    (h->reserved & rmask) || (h->flags & POPUP_WIRE_F_REPLY))
 		return POPUP_WIRE_S_BADREQ;
 	if (h->len > max_len)
 		return POPUP_WIRE_S_TOOBIG;

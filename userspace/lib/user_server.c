@@ -87,6 +87,7 @@ struct uconn {
 /* One call, from arrival to reply. */
 struct uctx {
 	struct list_node node;		/* in userver.queue (srv->lock) */
+	uint64_t seq;			/* arrival order in the queue (srv->lock) */
 	struct uconn *conn;		/* a reference */
 	const struct method_info *m;
 	struct pu_hdr hdr;
@@ -120,6 +121,8 @@ struct userver {
 	uint32_t nr_threads;		/* alive or being created */
 	uint32_t nr_idle, nr_busy, nr_spawning, nr_queued;
 	uint32_t spawn_req;		/* threads asked of the runner */
+	uint64_t seq;			/* next uctx.seq */
+	uint32_t skips;			/* dequeues that passed the oldest over */
 	pthread_cond_t exited;		/* nr_threads dropped to 0 */
 };
 
@@ -235,6 +238,7 @@ static void pool_enqueue_locked(struct popup_server *srv, struct uctx *ctx)
 		return;
 	}
 	/* Behind every call of higher or equal priority. */
+	ctx->seq = us->seq++;
 	for (pos = us->queue.prev; pos != &us->queue; pos = pos->prev) {
 		struct uctx *q = container_of(pos, struct uctx, node);
 
@@ -245,13 +249,38 @@ static void pool_enqueue_locked(struct popup_server *srv, struct uctx *ctx)
 	us->nr_queued++;
 }
 
+/*
+ * Highest priority first, without starving the rest: the oldest queued
+ * call is passed over at most AGE_SKIPS times in a row, then taken (the
+ * same rule as popupd's pools). The queue is sorted by priority, so it
+ * holds one priority only when its ends agree: then it is plain FIFO.
+ */
+#define AGE_SKIPS 8
+
 static struct uctx *pool_dequeue_locked(struct userver *us)
 {
-	struct uctx *ctx;
+	struct uctx *ctx, *last, *old;
+	struct list_node *pos;
 
 	if (list_empty(&us->queue))
 		return NULL;
 	ctx = container_of(us->queue.next, struct uctx, node);
+	last = container_of(us->queue.prev, struct uctx, node);
+	old = ctx;
+	if (ctx->req.priority != last->req.priority) {
+		for (pos = us->queue.next; pos != &us->queue; pos = pos->next) {
+			struct uctx *q = container_of(pos, struct uctx, node);
+
+			if (q->seq < old->seq)
+				old = q;
+		}
+	}
+	if (old == ctx || us->skips >= AGE_SKIPS) {
+		us->skips = 0;
+		ctx = old;
+	} else {
+		us->skips++;
+	}
 	list_del(&ctx->node);
 	us->nr_queued--;
 	return ctx;

@@ -449,13 +449,13 @@ int cmd_services(int argc, char **argv)
 		}
 		printf("]\n");
 	} else {
-		printf("%-12s %5s %7s %-8s %7s %6s %9s  %s\n", "service", "id", "version",
+		printf("%-12s %5s %7s %-14s %7s %6s %9s  %s\n", "service", "id", "version",
 		       "dispatch", "threads", "queue", "timeout", "methods (id max_arg/max_res)");
 		for (unsigned int i = 0; i < n; i++) {
 			char thr[24];
 
 			snprintf(thr, sizeof(thr), "%u-%u", v[i].min_threads, v[i].threads);
-			printf("%-12s %5u %7u %-8s %7s %6u %7ums ", v[i].name, v[i].id,
+			printf("%-12s %5u %7u %-14s %7s %6u %7ums ", v[i].name, v[i].id,
 			       v[i].version, v[i].dispatch, thr, v[i].queue, v[i].timeout_ms);
 			for (unsigned int k = 0; k < v[i].nm; k++)
 				printf(" %s(%u %u/%u)", v[i].m[k].name, v[i].m[k].id,

@@ -160,7 +160,17 @@ static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char 
 		memcpy(&a->sin6_addr, ctx->peer_addr, 16);
 		call.peer_len = sizeof(*a);
 	}
-	*status = svc_invoke(s, m, &call);
+	{
+		int asked = 0;
+		bool has = popup_wire_prio(h, &asked);
+
+		call.priority = svc_call_prio(s, m, has, asked);
+	}
+	/* Per-object: the object's thread runs it, as for every origin. */
+	if (s->dispatch == POPUP_SVC_DISPATCH_PER_OBJECT && s->nr_pools)
+		*status = pool_call_sync(s, m, &call, now_ns());
+	else
+		*status = svc_invoke(s, m, &call);
 	*res_len = *status ? 0 : call.res_len;
 	return 0;
 }

@@ -228,6 +228,8 @@ static int on_message_begin(http_parser *p)
 	c->hfield_len = 0;
 	c->hstate = 0;
 	c->hdr_expect = c->hdr_is_expect = false;
+	c->hdr_is_prio = c->hprio_bad = false;
+	c->hprio_len = 0;
 	c->herr = 0;
 	if (!c->req_start_ns)
 		c->req_start_ns = worker_now(c->w);
@@ -280,9 +282,19 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
 	if (count_header(c, len))
 		return 1;
-	if (c->hstate != 2)
+	if (c->hstate != 2) {
 		c->hdr_is_expect = !strcasecmp(c->hfield, "expect");
+		c->hdr_is_prio = !strcasecmp(c->hfield, "x-popup-priority");
+		if (c->hdr_is_prio)
+			c->hprio_len = 0;	/* the last one counts */
+	}
 	c->hstate = 2;
+	for (size_t i = 0; c->hdr_is_prio && i < len; i++) {
+		if (c->hprio_len >= sizeof(c->hprio) - 1)
+			c->hprio_bad = true;
+		else
+			c->hprio[c->hprio_len++] = at[i];
+	}
 	if (c->hdr_is_expect && len >= 12 && !strncasecmp(at, "100-continue", 12))
 		c->hdr_expect = true;
 	return 0;
@@ -349,10 +361,27 @@ static int resolve(struct conn *c, struct svc **sp, const struct popup_svc_metho
 	return 405;
 }
 
+/* X-Popup-Priority: a decimal integer; svc_call_prio() caps it. */
+static int parse_prio(struct conn *c, int *prio)
+{
+	char *end;
+	long v;
+
+	c->hprio[c->hprio_len] = 0;
+	v = strtol(c->hprio, &end, 10);
+	while (*end == ' ' || *end == '\t')
+		end++;
+	if (end == c->hprio || *end || v < -1000 || v > 1000)
+		return -EINVAL;
+	*prio = (int)v;
+	return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
 	struct conn *c = p->data;
 	const struct popup_svc_method *m = NULL;
+	int prio = 0;
 	struct svc *s = NULL;
 	const char *msg = NULL;
 	uint32_t limit;
@@ -360,6 +389,10 @@ static int on_headers_complete(http_parser *p)
 	int code;
 
 	code = resolve(c, &s, &m, &msg);
+	if (!code && (c->hprio_bad || (c->hprio_len && parse_prio(c, &prio)))) {
+		code = 400;
+		msg = "X-Popup-Priority must be an integer";
+	}
 	limit = m && m->max_arg < LIM(max_request) ? m->max_arg : LIM(max_request);
 	if (!code && (p->flags & F_CONTENTLENGTH) && p->content_length > limit) {
 		code = 413;
@@ -391,6 +424,7 @@ static int on_headers_complete(http_parser *p)
 	j->arrival_ns = now_ns();
 	j->svc = s;
 	j->m = m;
+	j->prio = svc_call_prio(s, m, c->hprio_len != 0, prio);
 	j->req_len = 0;		/* filled by on_body */
 	j->http_close = !http_should_keep_alive(p);
 	memcpy(&j->peer, &c->peer, c->peer_len);

@@ -8,6 +8,18 @@
  * pop-up pool (sized from the service's pool settings); popupd only
  * adapts its struct popup_request to the plugin's struct popup_svc_call.
  *
+ * Priorities: the module stamps a call with the caller's kernel priority
+ * (120 + nice), the user backend with the importer's priority (higher
+ * first). Both map onto the service scale (service.h): -nice, or the
+ * import priority as it is; nice 0 or import priority 0 asks for nothing
+ * (the method's priority applies). The ordering itself happens in the
+ * backend's queue (popup.ko, or libpopup's user_server.c); popupd only
+ * caps the value the handler sees.
+ *
+ * PER_OBJECT services: a local call must run on its object's thread like
+ * a network call, so the handler thread libpopup gave it queues it there
+ * and waits (pool_call_sync()).
+ *
  * One thread per service runs popup_server__run(). When the name is
  * already exported (another popupd still running, during a restart) the
  * thread retries every half second, so the new instance takes the local
@@ -27,6 +39,21 @@
 
 static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool local_stopping;	/* protected by local_lock */
+
+/* The caller's priority on the service scale; see the top of the file. */
+static int32_t local_prio(struct svc *s, const struct popup_svc_method *m,
+			  const struct popup_request *req)
+{
+	static int kernel = -1;
+	int asked = req->priority;
+
+	if (__atomic_load_n(&kernel, __ATOMIC_RELAXED) < 0)
+		__atomic_store_n(&kernel, popup_backend_resolve(POPUP_BACKEND_AUTO) ==
+				 POPUP_BACKEND_KERNEL, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&kernel, __ATOMIC_RELAXED))
+		asked = 120 - req->priority;	/* -nice */
+	return svc_call_prio(s, m, asked != 0, asked);
+}
 
 static int local_handler(struct popup_request *req)
 {
@@ -54,6 +81,7 @@ static int local_handler(struct popup_request *req)
 
 	if (!m)
 		return -EOPNOTSUPP;	/* libpopup checked; be safe */
+	call.priority = local_prio(s, m, req);
 	/* Under the kernel backend arguments and result share the slot;
 	 * the plugin ABI promises they do not alias. */
 	if (req->arg_len && (const char *)req->res < (const char *)req->arg + req->arg_len &&
@@ -63,6 +91,12 @@ static int local_handler(struct popup_request *req)
 			return -ENOMEM;
 		memcpy(copy, req->arg, req->arg_len);
 		call.req = copy;
+	}
+	if (s->dispatch == POPUP_SVC_DISPATCH_PER_OBJECT && s->nr_pools) {
+		ret = pool_call_sync(s, m, &call, arrival);
+		req->res_len = call.res_len;
+		free(copy);
+		return ret;
 	}
 	ret = svc_invoke(s, m, &call);
 	req->res_len = call.res_len;

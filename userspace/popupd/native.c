@@ -13,6 +13,10 @@
  *
  * Replies on one TCP connection go out as they complete, not in request
  * order; the client matches them by req_id.
+ *
+ * A request may ask for a priority (POPUP_WIRE_F_PRIO, the low byte of
+ * the reserved word): it is capped by what the service allows
+ * (svc_call_prio()); without it the method's priority applies.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -119,6 +123,12 @@ static struct job *native_job(const struct popup_wire_hdr *hdr, const unsigned c
 	}
 	j->svc = s;
 	j->m = m;
+	{
+		int asked = 0;
+		bool has = popup_wire_prio(hdr, &asked);
+
+		j->prio = svc_call_prio(s, m, has, asked);
+	}
 	if (hdr->len)
 		memcpy(j->req, body, hdr->len);
 	return j;

@@ -9,7 +9,9 @@
  *  - one network worker per CPU (popupd-wN, worker.c) owns its listeners,
  *    its connections and everything in them: only it reads or writes a
  *    struct conn, so connections need no locks;
- *  - handler pools (pool.c, popupd-<svc>) run blocking handlers; a
+ *  - handler pools (pool.c, popupd-<svc>) run blocking handlers (per the
+ *    service's dispatch model: a shared queue, or per-connection and
+ *    per-object lanes with a thread each); a
  *    finished job goes back to the worker that received it through the
  *    worker's completion list (the only cross-thread hand-off, under
  *    worker->done_lock) and an eventfd wake-up;
@@ -138,6 +140,11 @@ struct svc {
 	uint32_t id;
 	struct popup_svc_pool pool;	/* resolved: plugin, then config */
 	enum popup_svc_dispatch dispatch; /* resolved likewise */
+	int32_t max_priority;		/* resolved likewise */
+	/* The plugin's def and methods in this header's layout (service.c
+	 * reads older layouts into them); def points at @defc. */
+	struct popup_svc_def defc;
+	struct popup_svc_method *mtab;
 	void *state;
 	bool inited;
 	struct popup_svc_env env;
@@ -173,6 +180,14 @@ void svc_account(struct svc *s, int status, uint64_t arrival_ns, bool local);
 const char *svc_dispatch_name(enum popup_svc_dispatch d);
 int svc_resolve_pool(const struct svc *s, const struct popupd_config *cfg,
 		     struct popup_svc_pool *r, enum popup_svc_dispatch *dispatch);
+/* The priority a call runs at: @asked (if @has) capped by what @s and @m
+ * allow, else the method's. */
+int32_t svc_call_prio(const struct svc *s, const struct popup_svc_method *m,
+		      bool has, int asked);
+uint64_t svc_mix64(uint64_t x);
+/* PER_OBJECT: the object key of a call, mixed (lane = key % lanes), or a
+ * negative errno. */
+int svc_object_key(const struct svc *s, const struct popup_svc_call *call, uint64_t *key);
 
 /* subcall.c: the sub-call hooks of struct popup_svc_env */
 void subcall_env_init(struct popup_svc_env *env);
@@ -208,6 +223,12 @@ struct job {
 	uint32_t req_len;
 	uint32_t req_cap;		/* bytes allocated for the request */
 	unsigned char *req;		/* points into the same allocation */
+	int32_t prio;			/* POPUP_SVC_PRIO_MIN..MAX */
+	uint32_t lane;			/* PER_CONN/PER_OBJECT: the thread's lane */
+	uint64_t qseq;			/* queue order, for aging */
+	struct job_wait *waiter;	/* pool_call_sync()'s caller waits */
+	int32_t caller_pid;		/* local: the caller's credentials */
+	uint32_t caller_uid, caller_gid;
 };
 
 struct job *job_new(uint32_t req_len, uint32_t res_cap);
@@ -227,6 +248,17 @@ struct pool_stats {
 	uint64_t spawned, retired;
 };
 void pool_get_stats(struct pool *p, struct pool_stats *ps);
+/* Lanes (PER_CONN, PER_OBJECT): a job runs on the thread of lane
+ * j->lane % pool_lanes(). PER_CONN: pool_bind() reserves a free lane for
+ * a connection (-EBUSY: all taken), pool_unbind() gives it back. */
+uint32_t pool_lanes(const struct pool *p);
+int pool_bind(struct pool *p);
+void pool_unbind(struct pool *p, uint32_t lane);
+/* PER_OBJECT for callers without a worker (local, kernel UDP arrival):
+ * run @call on its object's lane, wait, and copy the result into it.
+ * Returns the handler's status, or -EBUSY / the key extractor's error. */
+int pool_call_sync(struct svc *s, const struct popup_svc_method *m,
+		   struct popup_svc_call *call, uint64_t arrival_ns);
 
 /* ---- network workers (worker.c, native.c, http.c) --------------------- */
 
@@ -261,12 +293,21 @@ struct conn {
 	uint32_t hdr_bytes;
 	char url[256];
 	uint32_t url_len;
-	char hfield[16];		/* current header name (prefix) */
+	char hfield[24];		/* current header name (prefix) */
 	uint32_t hfield_len;
 	int hstate;			/* 0 none, 1 in a name, 2 in a value */
 	int herr;			/* HTTP status to answer a parse error */
 	bool url_long, hdr_expect, hdr_is_expect;
+	bool hdr_is_prio, hprio_bad;	/* X-Popup-Priority */
+	char hprio[8];
+	uint32_t hprio_len;
 	uint32_t body_limit;
+	/* PER_CONN services this connection holds a lane of */
+	struct conn_lane {
+		struct svc *svc;
+		uint32_t lane;
+	} *lanes;
+	uint32_t nr_lanes;
 };
 
 struct popupd_counters {

@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,12 @@
 
 #include "log.h"
 #include "popupd.h"
+
+/* The first layouts, which older plugins still have (service.h). */
+_Static_assert(offsetof(struct popup_svc_def, max_priority) == POPUP_SVC_DEF_SIZE_V1,
+	       "struct popup_svc_def: fields may only be appended");
+_Static_assert(offsetof(struct popup_svc_method, priority) == POPUP_SVC_METHOD_SIZE_V1,
+	       "struct popup_svc_method: fields may only be appended");
 
 static struct svc *svcs[POPUPD_MAX_SERVICES + 1];
 static unsigned int nr_svcs;
@@ -51,11 +58,25 @@ uint64_t now_ns(void)
 const char *svc_dispatch_name(enum popup_svc_dispatch d)
 {
 	switch (d) {
-	case POPUP_SVC_DISPATCH_POOL:		return "pool";
+	case POPUP_SVC_DISPATCH_POOL:		return "popup";
 	case POPUP_SVC_DISPATCH_POOL_PERCPU:	return "percpu";
 	case POPUP_SVC_DISPATCH_INLINE:		return "inline";
+	case POPUP_SVC_DISPATCH_FIXED:		return "pool";
+	case POPUP_SVC_DISPATCH_PER_CONN:	return "per-connection";
+	case POPUP_SVC_DISPATCH_PER_OBJECT:	return "per-object";
 	}
 	return "?";
+}
+
+static int dispatch_by_name(const char *name, enum popup_svc_dispatch *d)
+{
+	for (int i = POPUP_SVC_DISPATCH_POOL; i <= POPUP_SVC_DISPATCH_PER_OBJECT; i++) {
+		if (!strcmp(name, svc_dispatch_name((enum popup_svc_dispatch)i))) {
+			*d = (enum popup_svc_dispatch)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }
 
 /* ---- the built-in directory service ---------------------------------- */
@@ -139,8 +160,9 @@ static const char *check_def(const struct popup_svc_def *def, char *why, size_t 
 			 POPUP_SVC_ABI_VERSION);
 		return why;
 	}
-	if (def->struct_size < sizeof(*def)) {
-		snprintf(why, len, "struct_size %u is smaller than %zu", def->struct_size,
+	if (def->struct_size < POPUP_SVC_DEF_SIZE_V1 || def->struct_size > sizeof(*def)) {
+		snprintf(why, len, "struct_size %u is not %d..%zu (built against another "
+			 "include/popup/service.h?)", def->struct_size, POPUP_SVC_DEF_SIZE_V1,
 			 sizeof(*def));
 		return why;
 	}
@@ -151,15 +173,18 @@ static const char *check_def(const struct popup_svc_def *def, char *why, size_t 
 			 POPUP_SVC_MAX_METHODS);
 		return why;
 	}
-	if (def->dispatch > POPUP_SVC_DISPATCH_INLINE)
+	if (def->dispatch > POPUP_SVC_DISPATCH_PER_OBJECT)
 		return "unknown dispatch model";
+	if (def->max_priority < POPUP_SVC_PRIO_MIN || def->max_priority > POPUP_SVC_PRIO_MAX)
+		return "max_priority out of POPUP_SVC_PRIO_MIN..POPUP_SVC_PRIO_MAX";
 	for (uint32_t i = 0; i < def->nr_methods; i++) {
 		const struct popup_svc_method *m = &def->methods[i];
 
 		if (m->id == 0 || m->id > 65535 || !m->handler || !valid_name(m->name) ||
-		    m->max_arg > POPUP_SVC_MAX_MSG || m->max_res > POPUP_SVC_MAX_MSG) {
+		    m->max_arg > POPUP_SVC_MAX_MSG || m->max_res > POPUP_SVC_MAX_MSG ||
+		    m->priority < POPUP_SVC_PRIO_MIN || m->priority > POPUP_SVC_PRIO_MAX) {
 			snprintf(why, len, "method %u (%s): id must be 1..65535, the name "
-				 "[A-Za-z0-9_-], a handler set, sizes <= %u", i,
+				 "[A-Za-z0-9_-], a handler set, sizes <= %u, priority -20..20", i,
 				 m->name && valid_name(m->name) ? m->name : "?",
 				 POPUP_SVC_MAX_MSG);
 			return why;
@@ -240,22 +265,82 @@ int svc_resolve_pool(const struct svc *s, const struct popupd_config *cfg,
 	if (r->min_threads > r->max_threads)
 		r->min_threads = r->max_threads;
 	d = config_svc_get(cfg, name, "dispatch");
-	if (d) {
-		if (!strcmp(d, "pool"))
-			*dispatch = POPUP_SVC_DISPATCH_POOL;
-		else if (!strcmp(d, "percpu"))
-			*dispatch = POPUP_SVC_DISPATCH_POOL_PERCPU;
-		else if (!strcmp(d, "inline") && s->def->dispatch == POPUP_SVC_DISPATCH_INLINE)
-			*dispatch = POPUP_SVC_DISPATCH_INLINE;
-		else {
-			pr_err("service %s: dispatch '%s' is not pool, percpu%s", name, d,
-			       s->def->dispatch == POPUP_SVC_DISPATCH_INLINE ? " or inline" :
-			       " (inline only for services declared inline)");
-			return -EINVAL;
-		}
-	} else {
-		*dispatch = s->def->dispatch;
+	*dispatch = s->def->dispatch;
+	if (d && (dispatch_by_name(d, dispatch) ||
+		  (*dispatch == POPUP_SVC_DISPATCH_INLINE &&
+		   s->def->dispatch != POPUP_SVC_DISPATCH_INLINE))) {
+		pr_err("service %s: dispatch '%s' is not pool, popup, percpu, per-connection "
+		       "or per-object%s", name, d,
+		       s->def->dispatch == POPUP_SVC_DISPATCH_INLINE ? " or inline" :
+		       " (inline only for services declared inline)");
+		return -EINVAL;
 	}
+	return 0;
+}
+
+static int resolve_prio(const struct svc *s, const struct popupd_config *cfg, int32_t *out)
+{
+	const char *str = config_svc_get(cfg, s->def->name, "max_priority");
+	char *end;
+	long n;
+
+	*out = s->def->max_priority;
+	if (!str)
+		return 0;
+	errno = 0;
+	n = strtol(str, &end, 10);
+	if (errno || end == str || *end || n < POPUP_SVC_PRIO_MIN || n > POPUP_SVC_PRIO_MAX) {
+		pr_err("service %s: invalid max_priority '%s' (%d..%d)", s->def->name, str,
+		       POPUP_SVC_PRIO_MIN, POPUP_SVC_PRIO_MAX);
+		return -EINVAL;
+	}
+	*out = (int32_t)n;
+	return 0;
+}
+
+int32_t svc_call_prio(const struct svc *s, const struct popup_svc_method *m,
+		      bool has, int asked)
+{
+	int32_t cap = s->max_priority > m->priority ? s->max_priority : m->priority;
+
+	if (!has)
+		return m->priority;
+	if (asked > cap)
+		asked = cap;
+	if (asked < POPUP_SVC_PRIO_MIN)
+		asked = POPUP_SVC_PRIO_MIN;
+	return asked;
+}
+
+uint64_t svc_mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	return x ^ (x >> 33);
+}
+
+/* The plugin's extractor, or FNV-1a over the request up to its first
+ * NUL, space, '=' or newline; mixed, so that any key spreads over the
+ * lanes. A positive return from a plugin counts as -EINVAL. */
+int svc_object_key(const struct svc *s, const struct popup_svc_call *call, uint64_t *key)
+{
+	const unsigned char *p = call->req;
+	uint64_t h = 14695981039346656037ull;
+
+	if (s->def->object_key) {
+		int err = s->def->object_key(call, key);
+
+		*key = svc_mix64(*key);
+		return err > 0 ? -EINVAL : err;
+	}
+	for (uint32_t i = 0; i < call->req_len; i++) {
+		if (!p[i] || p[i] == ' ' || p[i] == '=' || p[i] == '\n')
+			break;
+		h = (h ^ p[i]) * 1099511628211ull;
+	}
+	*key = svc_mix64(h);
 	return 0;
 }
 
@@ -273,6 +358,35 @@ static int register_svc(struct svc *s)
 		return -E2BIG;
 	}
 	svcs[nr_svcs++] = s;
+	return 0;
+}
+
+/*
+ * Read the plugin's def and method table into this header's layout:
+ * a def of the first layout reads as zero past its end and has methods
+ * of the first layout (service.h), so older plugins keep working.
+ */
+static int normalize_def(struct svc *s, const struct popup_svc_def *def)
+{
+	size_t dsz = def->struct_size < sizeof(s->defc) ? def->struct_size : sizeof(s->defc);
+	size_t msz = def->struct_size < sizeof(s->defc) ? POPUP_SVC_METHOD_SIZE_V1 :
+		     sizeof(struct popup_svc_method);
+
+	if (def->abi_version != POPUP_SVC_ABI_VERSION || def->struct_size < POPUP_SVC_DEF_SIZE_V1 ||
+	    def->struct_size > sizeof(s->defc)) {
+		s->defc = (struct popup_svc_def){ .abi_version = def->abi_version,
+						   .struct_size = def->struct_size };
+		return 0;	/* check_def() names the fault */
+	}
+	memcpy(&s->defc, def, dsz);
+	if (!def->methods || !def->nr_methods || def->nr_methods > POPUP_SVC_MAX_METHODS)
+		return 0;	/* likewise */
+	s->mtab = calloc(def->nr_methods, sizeof(*s->mtab));
+	if (!s->mtab)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < def->nr_methods; i++)
+		memcpy(&s->mtab[i], (const char *)def->methods + i * msz, msz);
+	s->defc.methods = s->mtab;
 	return 0;
 }
 
@@ -307,6 +421,10 @@ static int load_one(const char *name, const char *dir)
 		err = -ENOENT;
 		goto err_close;
 	}
+	err = normalize_def(s, def);
+	if (err)
+		goto err_close;
+	def = &s->defc;
 	bad = check_def(def, why, sizeof(why));
 	if (bad) {
 		pr_err("service %s: %s: %s", name, s->path, bad);
@@ -328,6 +446,7 @@ static int load_one(const char *name, const char *dir)
 err_close:
 	dlclose(s->dl);
 err_free:
+	free(s->mtab);
 	free(s);
 	return err;
 }
@@ -405,8 +524,11 @@ int services_load(const struct popupd_config *cfg)
 		    !config_svc_get(cfg, sc->name, "remote"))
 			pr_warn("[service.%s] configures a service that is not loaded", sc->name);
 	err = assign_ids();
-	for (unsigned int i = 0; !err && i < nr_svcs; i++)
+	for (unsigned int i = 0; !err && i < nr_svcs; i++) {
 		err = svc_resolve_pool(svcs[i], cfg, &svcs[i]->pool, &svcs[i]->dispatch);
+		if (!err)
+			err = resolve_prio(svcs[i], cfg, &svcs[i]->max_priority);
+	}
 	return err;
 }
 
@@ -447,6 +569,7 @@ void services_fini(void)
 		if (s->dl)
 			dlclose(s->dl);
 		free(s->pools);
+		free(s->mtab);
 		free(s);
 	}
 	nr_svcs = 0;

@@ -263,6 +263,7 @@ void conn_put(struct conn *c)
 {
 	if (--c->refs)
 		return;
+	free(c->lanes);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -284,6 +285,11 @@ static void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	w->nconns--;
 	__atomic_fetch_sub(&pd.conns, 1, __ATOMIC_RELAXED);
+	/* PER_CONN: the connection's threads go back to the free set (jobs
+	 * of it still queued there run first and are then dropped). */
+	for (uint32_t i = 0; i < c->nr_lanes; i++)
+		pool_unbind(c->lanes[i].svc->pools[0], c->lanes[i].lane);
+	c->nr_lanes = 0;
 	if (c->proto == PROTO_HTTP) {
 		http_abandon_queue(c);
 		if (c->hcur) {
@@ -516,6 +522,84 @@ static void job_deliver(struct worker *w, struct job *j)
 	conn_put(c);
 }
 
+/* PER_CONN: the lane @c holds for @s, bound on its first request. */
+static int conn_lane(struct conn *c, struct svc *s, uint32_t *lane)
+{
+	struct conn_lane *nl;
+	int k;
+
+	for (uint32_t i = 0; i < c->nr_lanes; i++) {
+		if (c->lanes[i].svc == s) {
+			*lane = c->lanes[i].lane;
+			return 0;
+		}
+	}
+	nl = realloc(c->lanes, (c->nr_lanes + 1) * sizeof(*nl));
+	if (!nl)
+		return -ENOMEM;
+	c->lanes = nl;
+	k = pool_bind(s->pools[0]);
+	if (k < 0)
+		return k;
+	nl[c->nr_lanes].svc = s;
+	nl[c->nr_lanes].lane = (uint32_t)k;
+	c->nr_lanes++;
+	*lane = (uint32_t)k;
+	return 0;
+}
+
+/* UDP callers of a PER_CONN service: a lane per peer address. */
+static uint32_t peer_lane(const struct job *j)
+{
+	const unsigned char *p = (const unsigned char *)&j->peer;
+	uint64_t h = 14695981039346656037ull;
+
+	for (socklen_t i = 0; i < j->peer_len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return (uint32_t)svc_mix64(h);
+}
+
+/* The pool (and lane) that runs @j: 0, or a -errno to answer it with. */
+static int route_job(struct worker *w, struct job *j, struct pool **pp)
+{
+	struct svc *s = j->svc;
+	uint64_t key;
+	int err;
+
+	switch (s->dispatch) {
+	case POPUP_SVC_DISPATCH_POOL_PERCPU:
+		*pp = s->pools[w->idx];
+		return 0;
+	case POPUP_SVC_DISPATCH_PER_CONN:
+		*pp = s->pools[0];
+		if (!j->conn) {
+			j->lane = peer_lane(j);
+			return 0;
+		}
+		err = conn_lane(j->conn, s, &j->lane);
+		if (err)
+			j->msg = "per-connection thread limit reached";
+		return err;
+	case POPUP_SVC_DISPATCH_PER_OBJECT: {
+		struct popup_svc_call call = {
+			.method = j->m->id, .origin = j->origin, .req = j->req,
+			.req_len = j->req_len, .cpu = w->cpu, .priority = j->prio,
+			.pid = -1, .state = s->state,
+		};
+
+		*pp = s->pools[0];
+		err = svc_object_key(s, &call, &key);
+		if (err)
+			j->msg = "no object key";
+		j->lane = (uint32_t)(key % pool_lanes(*pp));
+		return err;
+	}
+	default:
+		*pp = s->pools[0];
+		return 0;
+	}
+}
+
 void dispatch_job(struct worker *w, struct job *j)
 {
 	struct svc *s = j->svc;
@@ -546,15 +630,23 @@ void dispatch_job(struct worker *w, struct job *j)
 	}
 	if (s->arb) {
 		err = arbiter_submit(s->arb, j);	/* a subserver runs it */
+		if (err)
+			j->msg = err == -EBUSY ? "service queue full" : "service stopping";
 	} else {
-		p = s->pools[s->dispatch == POPUP_SVC_DISPATCH_POOL_PERCPU ? w->idx : 0];
-		err = pool_submit(p, j);
+		err = route_job(w, j, &p);
+		if (!err) {
+			err = pool_submit(p, j);
+			if (err)
+				j->msg = err == -EBUSY ? "service queue full" : "service stopping";
+		}
 	}
 	if (err) {
-		j->status = -EBUSY;
-		j->msg = err == -EBUSY ? "service queue full" : "service stopping";
-		ctr_add(&pd.ctr.busy, 1);
-		svc_account(s, -EBUSY, j->arrival_ns, false);
+		if (err == -EBUSY || err == -ESHUTDOWN || err == -ENOMEM)
+			err = -EBUSY;
+		j->status = err;
+		if (err == -EBUSY)
+			ctr_add(&pd.ctr.busy, 1);
+		svc_account(s, err, j->arrival_ns, false);
 		job_deliver(w, j);
 	}
 }
