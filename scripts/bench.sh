@@ -9,10 +9,14 @@
 #      (reuseport, one worker per CPU, `return 200`) vs popup-epoll-server
 #      (one shared listener, one epoll loop per thread)
 #   2. native protocol, TCP and UDP, driven by popup-bench: popupd vs
-#      popup-epoll-server; UDP also vs popup-udp-floor (recvmmsg/sendmmsg)
+#      popup-epoll-server; UDP also vs popup-udp-floor (recvmmsg/sendmmsg);
+#      closed loop, then open loop at a fixed rate below saturation (a
+#      quarter of the slower system's closed-loop rate in this run, or
+#      $BENCH_RATE)
 #   3. balance and locality: per-CPU share, max/min, locality for popupd's
 #      BPF cpu steering, popupd --no-bpf (kernel reuseport hash) and the
-#      shared listener, clients pinned one per CPU
+#      shared listener, clients pinned one per CPU; the full run adds one
+#      $BENCH_BAL_SECONDS (30) s uniform run of each
 #   4. local null calls: libpopup (user backend) vs Unix socket vs pipe vs
 #      futex here; the same plus popup.ko (kernel backend) in the QEMU guest
 #      (scripts/vm), same-CPU and cross-CPU
@@ -21,9 +25,18 @@
 #
 # Every server gets the same CPUs ($BENCH_CPUS, default: all online); the
 # load generators run on the same machine (there is no second one), on the
-# same CPUs. Absolute figures are noisy here; read the ratios.
+# same CPUs. Absolute figures are noisy here; read the ratios. The full
+# run repeats every comparison of sections 1 and 2 $BENCH_REPEAT (3)
+# times, the systems interleaved (A B C A B C ...), and reports the median
+# with the min-max spread; QUICK=1 runs each once.
+#
+# Other reports: scripts called from here may write Markdown sections to
+# $OUT/arrival.md, $OUT/dispatch.md and $OUT/subcall.md; report.py
+# includes those that exist, in that order. They are removed at the start
+# so that a report never carries an earlier run's section.
 #
 # Environment: QUICK=1 (short runs), BENCH_CPUS=LIST, BENCH_SECONDS=N,
+# BENCH_REPEAT=N, BENCH_RATE=REQ_PER_S, BENCH_BAL_SECONDS=N,
 # BENCH_NO_VM=1 (skip the guest), POPUP_BUILD (build folder).
 # Ports: 7300-7399 on 127.0.0.1.
 set -uo pipefail
@@ -39,9 +52,11 @@ quick=${QUICK:-0}
 if [ "$quick" = 1 ]; then
 	secs=${BENCH_SECONDS:-2}; warm=0.5; iters=20000; vm_iters=300
 	elastic="--burst 8 --hold-ms 200 --idle-timeout-ms 300 --steady 1"
+	reps=${BENCH_REPEAT:-1}; bal_secs=0
 else
 	secs=${BENCH_SECONDS:-10}; warm=2; iters=200000; vm_iters=2000
 	elastic="--burst 32 --hold-ms 500 --idle-timeout-ms 1000 --steady 5"
+	reps=${BENCH_REPEAT:-3}; bal_secs=${BENCH_BAL_SECONDS:-30}
 fi
 ncpu=$(nproc)
 cpus=${BENCH_CPUS:-0-$((ncpu - 1))}
@@ -59,7 +74,8 @@ P_POPUPD=7310 P_POPUPD_HTTP=7311 P_EPOLL=7320 P_EPOLL_HTTP=7321
 P_FLOOR=7330 P_NGINX=7340
 
 rm -rf "$raw"
-rm -f "$out"/*.json "$out"/*.png "$out"/*.gp "$out"/*.dat "$out"/summary.md
+rm -f "$out"/*.json "$out"/*.png "$out"/*.gp "$out"/*.dat "$out"/summary.md \
+	"$out"/arrival.md "$out"/dispatch.md "$out"/subcall.md
 mkdir -p "$raw" "$out"
 pids=()
 cleanup()
@@ -104,17 +120,20 @@ start_popupd()	# NAME [popupd args]
 	local name=$1
 	shift
 	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-	rm -f "$raw/$name.stats"
+	rm -f "$raw/$name.stats" "$raw/$name.port"
 	"$bin/popupd" --port $P_POPUPD --http-port $P_POPUPD_HTTP --cpus "$cpus" \
 		--stats "$raw/$name.stats" --pin-dir "/sys/fs/bpf/popup-bench-$$" \
-		--log-level warn "$@" >"$raw/$name.log" 2>&1 &
+		--port-file "$raw/$name.port" --log-level warn "$@" >"$raw/$name.log" 2>&1 &
 	pids+=($!)
-	if ! wait_port $P_POPUPD || ! wait_port $P_POPUPD_HTTP; then
+	# The port file comes once every worker runs under the steering
+	# program; the ports listen earlier, and a client connecting in
+	# between would keep a connection the kernel's hash placed.
+	for _ in $(seq 200); do [ -e "$raw/$name.port" ] && break; sleep 0.05; done
+	if [ ! -e "$raw/$name.port" ] || ! wait_port $P_POPUPD || ! wait_port $P_POPUPD_HTTP; then
 		fail "$name" "popupd did not start: $(tail -n 3 "$raw/$name.log" | tr '\n' ' ')"
 		stop_server
 		return 1
 	fi
-	for _ in $(seq 100); do [ -e "$raw/$name.stats" ] && break; sleep 0.05; done
 }
 
 start_epoll()	# NAME
@@ -168,58 +187,130 @@ wrk_run()
 	fi
 }
 
-# pb_run NAME PROTO PORT: popup-bench, one client pinned per CPU
+# pb_run NAME PROTO PORT [popup-bench args]: one client pinned per CPU
 pb_run()
 {
-	"$bin/popup-bench" "$2" --connect 127.0.0.1:"$3" --cpus "$cpus" --conns $conns \
+	local name=$1 proto=$2 port=$3
+	shift 3
+	"$bin/popup-bench" "$proto" --connect 127.0.0.1:"$port" --cpus "$cpus" --conns $conns \
 		--duration "$secs" --warmup "$warm" --size $body --json \
-		--hist "$raw/$1.hist" >"$raw/$1.json" 2>"$raw/$1.err" ||
-		echo "popup-bench exit $?: $(head -c 300 "$raw/$1.err" | tr '\n' ' ')" >"$raw/$1.warn"
+		--hist "$raw/$name.hist" "$@" >"$raw/$name.json" 2>"$raw/$name.err" ||
+		echo "popup-bench exit $?: $(head -c 300 "$raw/$name.err" | tr '\n' ' ')" >"$raw/$name.warn"
 }
 
 popupd_stats()	# NAME: popupctl's view of the run
 {
-	"$bin/popupctl" stats --stats "$raw/$1.stats" --json >"$raw/$1.stats.json" 2>>"$raw/$1.err" ||
+	"$bin/popupctl" stats --stats "$raw/$1.stats" --pin-dir "/sys/fs/bpf/popup-bench-$$" \
+		--json >"$raw/$1.stats.json" 2>>"$raw/$1.err" ||
 		rm -f "$raw/$1.stats.json"
 }
 
+# Each comparison runs $reps times; run r of system NAME is NAME.rR.
+for r in $(seq "$reps"); do
 # ---- 1. HTTP ---------------------------------------------------------------
-log "HTTP: popupd, nginx, epoll server (${secs}s each)"
-if start_popupd http-popupd; then
-	wrk_run http-popupd "http://127.0.0.1:$P_POPUPD_HTTP/echo/echo"
-	popupd_stats http-popupd
+log "HTTP: popupd, nginx, epoll server (${secs}s each; run $r of $reps)"
+if start_popupd http-popupd.r$r; then
+	wrk_run http-popupd.r$r "http://127.0.0.1:$P_POPUPD_HTTP/echo/echo"
+	popupd_stats http-popupd.r$r
 	stop_server
 fi
-if start_nginx http-nginx; then
-	wrk_run http-nginx "http://127.0.0.1:$P_NGINX/echo/echo"
+if start_nginx http-nginx.r$r; then
+	wrk_run http-nginx.r$r "http://127.0.0.1:$P_NGINX/echo/echo"
 	stop_server
 fi
-if start_epoll http-epoll; then
-	wrk_run http-epoll "http://127.0.0.1:$P_EPOLL_HTTP/echo/echo"
+if start_epoll http-epoll.r$r; then
+	wrk_run http-epoll.r$r "http://127.0.0.1:$P_EPOLL_HTTP/echo/echo"
 	stop_server
 fi
 
 # ---- 2 + 3. native protocol, balance and locality -------------------------
-log "native protocol: TCP and UDP (${secs}s each)"
+log "native protocol: TCP and UDP, closed loop (${secs}s each; run $r of $reps)"
 for proto in tcp udp; do
-	if start_popupd "$proto-popupd-bpf"; then
-		pb_run "$proto-popupd-bpf" $proto $P_POPUPD
-		popupd_stats "$proto-popupd-bpf"
+	if start_popupd "$proto-popupd-bpf.r$r"; then
+		pb_run "$proto-popupd-bpf.r$r" $proto $P_POPUPD
+		popupd_stats "$proto-popupd-bpf.r$r"
 		stop_server
 	fi
-	if start_popupd "$proto-popupd-hash" --no-bpf; then
-		pb_run "$proto-popupd-hash" $proto $P_POPUPD
-		popupd_stats "$proto-popupd-hash"
+	if start_popupd "$proto-popupd-hash.r$r" --no-bpf; then
+		pb_run "$proto-popupd-hash.r$r" $proto $P_POPUPD
+		popupd_stats "$proto-popupd-hash.r$r"
 		stop_server
 	fi
-	if start_epoll "$proto-epoll"; then
-		pb_run "$proto-epoll" $proto $P_EPOLL
+	if start_epoll "$proto-epoll.r$r"; then
+		pb_run "$proto-epoll.r$r" $proto $P_EPOLL
 		stop_server
 	fi
 done
-if start_floor udp-floor; then
-	pb_run udp-floor udp $P_FLOOR
+if start_floor udp-floor.r$r; then
+	pb_run udp-floor.r$r udp $P_FLOOR
 	stop_server
+fi
+done
+
+# ---- 2b. open loop at a fixed rate ------------------------------------------
+# A quarter of the slower of popupd and the epoll server (median closed-loop
+# rate), so both run below saturation and the latencies compare service, not
+# queues: an open-loop client costs more per request than a closed-loop one
+# (a poll per send slot), and at half the rate the generator itself fell
+# behind here (seconds of lateness, for every system alike).
+open_rate()	# PROTO
+{
+	[ -n "${BENCH_RATE:-}" ] && { echo "$BENCH_RATE"; return; }
+	python3 - "$raw" "$1" <<'PY'
+import glob, json, os, statistics, sys
+raw, proto = sys.argv[1], sys.argv[2]
+med = []
+for sysname in ("popupd-bpf", "epoll"):
+    v = []
+    for p in glob.glob(os.path.join(raw, "%s-%s.r*.json" % (proto, sysname))):
+        try:
+            v.append(json.loads(open(p).read().strip().splitlines()[-1])["rps"])
+        except (ValueError, KeyError, IndexError):
+            pass
+    if v:
+        med.append(statistics.median(v))
+print(int(min(med) / 4) if med and min(med) > 0 else 0)
+PY
+}
+for proto in tcp udp; do
+	rate=$(open_rate $proto)
+	if [ "${rate:-0}" -le 0 ]; then
+		fail "$proto-open" "no closed-loop rate measured to derive the open-loop rate from"
+		continue
+	fi
+	echo "$rate" >"$raw/$proto-open.rate"
+	for r in $(seq "$reps"); do
+		log "native protocol: $proto open loop at $rate req/s (${secs}s each; run $r of $reps)"
+		if start_popupd "$proto-open-popupd.r$r"; then
+			pb_run "$proto-open-popupd.r$r" $proto $P_POPUPD --rate "$rate"
+			stop_server
+		fi
+		if start_epoll "$proto-open-epoll.r$r"; then
+			pb_run "$proto-open-epoll.r$r" $proto $P_EPOLL --rate "$rate"
+			stop_server
+		fi
+	done
+done
+
+# ---- 3b. balance and locality over a long uniform run (full run only) -------
+if [ "$bal_secs" -gt 0 ]; then
+	for proto in tcp udp; do
+		log "balance: $proto, ${bal_secs}s uniform load per system"
+		if start_popupd "bal-$proto-popupd-bpf"; then
+			pb_run "bal-$proto-popupd-bpf" $proto $P_POPUPD --duration "$bal_secs"
+			popupd_stats "bal-$proto-popupd-bpf"
+			stop_server
+		fi
+		if start_popupd "bal-$proto-popupd-hash" --no-bpf; then
+			pb_run "bal-$proto-popupd-hash" $proto $P_POPUPD --duration "$bal_secs"
+			popupd_stats "bal-$proto-popupd-hash"
+			stop_server
+		fi
+		if start_epoll "bal-$proto-epoll"; then
+			pb_run "bal-$proto-epoll" $proto $P_EPOLL --duration "$bal_secs"
+			stop_server
+		fi
+	done
 fi
 
 # ---- 4 + 5. local calls and elasticity, here -------------------------------
@@ -295,7 +386,7 @@ cat >"$raw/machine.json" <<EOF
  "ncpu":$ncpu, "cpus":"$cpus", "nbench":$nbench,
  "kernel":"$(uname -r)", "virt":"$virt",
  "mitigations":"$(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null)",
- "quick":$quick, "secs":$secs, "warmup":$warm, "iters":$iters, "vm_iters":$vm_iters,
+ "quick":$quick, "secs":$secs, "reps":$reps, "bal_secs":$bal_secs, "warmup":$warm, "iters":$iters, "vm_iters":$vm_iters,
  "conns":$conns, "wrk_conns":$wrk_conns, "body":$body,
  "wrk":"$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')", "nginx":"$(nginx -v 2>&1 | cut -d/ -f2)",
  "elastic":"$elastic", "elapsed":$(( $(date +%s) - t_begin ))}

@@ -30,7 +30,10 @@ struct popup_worker_stats {
 	uint64_t samples;	/* locality samples taken */
 	uint64_t local;		/* samples where the kernel received the
 				 * request on this worker's CPU */
-	uint64_t reserved[8];
+	uint64_t restarts;	/* run-time restarts done or failed: bumped
+				 * after restart_err is written */
+	int64_t restart_err;	/* 0 or -errno of the last restart */
+	uint64_t reserved[6];
 } __attribute__((aligned(64)));
 
 struct popup_stats_file {

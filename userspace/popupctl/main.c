@@ -5,9 +5,14 @@
  *   popupctl version [--json]   module and API version (/dev/popup)
  *   popupctl stats [--json] [--watch SEC] [--connect HOST:PORT]
  *                               per-CPU requests, share, locality, BPF
- *                               selections and fallbacks, balance max/min;
- *                               then per service: calls, errors, p50/p99,
- *                               threads idle/busy/max, queue, spawns
+ *                               selections, fallbacks and migrations,
+ *                               balance max/min; then per service: calls,
+ *                               errors, p50/p99, threads idle/busy/max,
+ *                               queue, spawns
+ *   popupctl worker restart CPU [--stats PATH] [--timeout SEC]
+ *                               restart the worker of CPU under the same
+ *                               steering slot (SIGUSR1 with the CPU as its
+ *                               sigqueue() value), wait for the result
  *   popupctl services [--json] [--connect HOST:PORT]
  *   popupctl call SERVICE.METHOD [ARG|-] [--json] [--connect HOST:PORT]
  *
@@ -18,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "popup/stats.h"
@@ -211,23 +218,25 @@ static void stats_print_table(const struct popup_stats_file *sf, const struct ro
 		total += rows[i].requests;
 	printf("popupd pid %u, port %u, arrival %s, %u workers\n", sf->pid, sf->port,
 	       sf->arrival ? "kernel" : "user", n);
-	printf("%4s %5s %12s %7s %9s %10s %10s %9s %10s %8s\n", "cpu", "live", "requests",
-	       "share", "locality", "tcp", "udp", "conns", "bpf-sel", "fallback");
+	printf("%4s %5s %12s %7s %9s %10s %10s %9s %10s %8s %8s\n", "cpu", "live",
+	       "requests", "share", "locality", "tcp", "udp", "conns", "bpf-sel", "fallback",
+	       "migrated");
 	for (unsigned int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		double share = total ? 100.0 * r->requests / total : 0.0;
-		char loc[16] = "-", sel[24] = "-", fb[24] = "-";
+		char loc[16] = "-", sel[24] = "-", fb[24] = "-", mig[24] = "-";
 
 		if (locality(r) >= 0)
 			snprintf(loc, sizeof(loc), "%.1f%%", 100.0 * locality(r));
 		if (r->have_bpf) {
 			snprintf(sel, sizeof(sel), "%llu", (unsigned long long)r->bpf.selections);
 			snprintf(fb, sizeof(fb), "%llu", (unsigned long long)r->bpf.fallbacks);
+			snprintf(mig, sizeof(mig), "%llu", (unsigned long long)r->bpf.migrations);
 		}
-		printf("%4u %5s %12llu %6.1f%% %9s %10llu %10llu %9llu %10s %8s\n", r->cpu,
+		printf("%4u %5s %12llu %6.1f%% %9s %10llu %10llu %9llu %10s %8s %8s\n", r->cpu,
 		       r->live ? "yes" : "no", (unsigned long long)r->requests, share, loc,
 		       (unsigned long long)r->tcp, (unsigned long long)r->udp,
-		       (unsigned long long)r->conns, sel, fb);
+		       (unsigned long long)r->conns, sel, fb, mig);
 	}
 	ratio = balance_ratio(rows, n);
 	if (ratio < 0)
@@ -380,6 +389,130 @@ static int cmd_stats(int argc, char **argv)
 	return 0;
 }
 
+/* ---- worker restart ---- */
+
+struct restart_opts {
+	const char *path;
+	unsigned int timeout_s;
+	int cpu;
+};
+
+static int restart_parse(int argc, char **argv, struct restart_opts *o)
+{
+	static const struct option opts[] = {
+		{ "stats", required_argument, NULL, 's' },
+		{ "timeout", required_argument, NULL, 't' },
+		{}
+	};
+	char *end;
+	long v;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o->path = optarg;
+			break;
+		case 't':
+			v = strtol(optarg, &end, 10);
+			if (*end || v < 1 || v > 3600) {
+				usage_error("--timeout wants seconds between 1 and 3600, got '%s'",
+					    optarg);
+				return -EINVAL;
+			}
+			o->timeout_s = v;
+			break;
+		default:
+			usage_error("%s", "unknown option to worker restart");
+			return -EINVAL;
+		}
+	}
+	if (optind + 2 != argc || strcmp(argv[optind], "restart")) {
+		usage_error("%s", "usage: worker restart CPU");
+		return -EINVAL;
+	}
+	v = strtol(argv[optind + 1], &end, 10);
+	if (*end || !*argv[optind + 1] || v < 0 || v > 65535) {
+		usage_error("worker restart wants a CPU number, got '%s'", argv[optind + 1]);
+		return -EINVAL;
+	}
+	o->cpu = v;
+	return 0;
+}
+
+static int restart_row(const struct popup_stats_file *sf, int cpu)
+{
+	for (unsigned int i = 0; i < sf->nr_workers; i++)
+		if ((int)sf->w[i].cpu == cpu)
+			return i;
+	return -1;
+}
+
+/* Wait for popupd to bump the row's restart count past @before. */
+static int restart_wait(const struct popup_worker_stats *w, uint64_t before,
+			unsigned int timeout_s)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (__atomic_load_n(&w->restarts, __ATOMIC_ACQUIRE) != before)
+			return (int)__atomic_load_n(&w->restart_err, __ATOMIC_RELAXED);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= (time_t)timeout_s)
+			return -ETIMEDOUT;
+		usleep(20000);
+	}
+}
+
+static int cmd_worker(int argc, char **argv)
+{
+	struct restart_opts o = { .path = POPUP_STATS_PATH, .timeout_s = 60 };
+	const struct popup_stats_file *sf;
+	union sigval val;
+	uint64_t before;
+	int row, err;
+
+	if (restart_parse(argc, argv, &o))
+		return EXIT_USAGE;
+	sf = stats_map(o.path);
+	if (!sf)
+		return 1;
+	row = restart_row(sf, o.cpu);
+	if (row < 0) {
+		fprintf(stderr, "popupctl: popupd (pid %u) has no worker on CPU %d; see 'popupctl stats'\n",
+			sf->pid, o.cpu);
+		munmap((void *)sf, sizeof(*sf));
+		return EXIT_USAGE;
+	}
+	before = __atomic_load_n(&sf->w[row].restarts, __ATOMIC_ACQUIRE);
+	val.sival_int = o.cpu;
+	if (sigqueue((pid_t)sf->pid, SIGUSR1, val)) {
+		err = errno;
+		fprintf(stderr, "popupctl: cannot signal popupd (pid %u): %s%s\n", sf->pid,
+			strerror(err), err == EPERM ? " (run as root or as popupd's user)" :
+			err == ESRCH ? " (popupd is gone; stale statistics file?)" : "");
+		munmap((void *)sf, sizeof(*sf));
+		return 1;
+	}
+	err = restart_wait(&sf->w[row], before, o.timeout_s);
+	munmap((void *)sf, sizeof(*sf));
+	if (err == -ETIMEDOUT) {
+		fprintf(stderr, "popupctl: no answer from popupd within %u s; see its log\n",
+			o.timeout_s);
+		return 1;
+	}
+	if (err) {
+		fprintf(stderr, "popupctl: restarting the worker of CPU %d failed: %s%s\n", o.cpu,
+			strerror(-err), err == -EOPNOTSUPP ?
+			" (needs BPF steering and the userspace UDP arrival path)" : "");
+		return 1;
+	}
+	printf("worker on CPU %d restarted\n", o.cpu);
+	return 0;
+}
+
 static int cmd_help(int argc, char **argv);
 
 static const struct cmd cmds[] = {
@@ -390,6 +523,8 @@ static const struct cmd cmds[] = {
 				    "[--connect HOST:PORT]" },
 	{ "call", cmd_call, "call SERVICE.METHOD [ARG|-] (local, or --connect HOST:PORT) "
 			    "[--json]" },
+	{ "worker", cmd_worker, "worker restart CPU: restart one worker in its steering "
+				"slot [--stats PATH] [--timeout SEC]" },
 	{ "help", cmd_help, "this list" },
 };
 

@@ -15,6 +15,11 @@
  *                   restart (logged)
  *   SIGTERM/SIGINT  graceful stop: workers drain (see worker.c) within
  *                   stop_timeout; a second signal stops at once
+ *   SIGUSR1         restart one worker (restart_worker()); sent with
+ *                   sigqueue() carrying the worker's CPU number, as
+ *                   `popupctl worker restart CPU` does; taken only from
+ *                   root or popupd's own user (the kernel lets no one else
+ *                   signal us anyway), ignored without a value (kill)
  *
  * A second popupd on the same ports joins the reuseport groups and, by
  * attaching its own steering program, takes the new connections; the old
@@ -40,6 +45,8 @@
 #include "steer.h"
 
 struct popupd pd;
+/* Only the main thread changes steering: setup, restarts, stop. */
+static struct popup_steer *steer;
 
 /* defaults, then the file named by --config, then the flags */
 static int config_build(struct popupd_config *cfg, int argc, char **argv, bool *check)
@@ -251,6 +258,7 @@ static void block_signals(sigset_t *set)
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
@@ -321,16 +329,96 @@ static bool workers_live(void)
 	return false;
 }
 
-/* Wait for SIGTERM/SIGINT, serving SIGHUP; then drain. */
+/* Before a stop: no new datagram may land in a socket about to close;
+ * the drain answers what is queued (worker.c). */
+static void retire_udp(struct worker *w)
+{
+	if (!steer || w->udp_kernel || w->udp_fd < 0)
+		return;
+	/* Logged by the loader; the drain then ends on connections alone. */
+	if (!popup_steer__retire_socket(steer, w->udp_fd))
+		w->udp_retired = true;
+}
+
+/*
+ * Restart one worker under the same steering slot: empty the slot (the
+ * program counts fallbacks to the other live slots meanwhile), retire the
+ * UDP socket, let the thread drain and close its sockets, then new sockets
+ * under the same slot. Needs the steering program: without its migrate
+ * hook, closing the listener would reset the connections in its accept
+ * queue. The outcome goes to the stats file for popupctl.
+ */
+static int restart_worker(struct worker *w)
+{
+	int err;
+
+	if (!w->started)
+		return -ESRCH;
+	if (!steer || w->udp_kernel)
+		return -EOPNOTSUPP;
+	err = popup_steer__remove_socket(steer, w->tcp_fd);
+	if (!err)
+		err = popup_steer__retire_socket(steer, w->udp_fd);
+	if (err)
+		pr_warn("worker %d: restart: retiring its sockets: %s (restarting anyway)",
+			w->cpu, strerror(-err));
+	worker_retire(w);
+	err = worker_reopen(w);
+	if (!err)
+		err = popup_steer__add_socket(steer, w->tcp_fd, w->idx);
+	if (!err)
+		err = popup_steer__add_socket(steer, w->udp_fd, w->idx);
+	if (err)
+		pr_err("worker %d: restart: %s", w->cpu, strerror(-err));
+	else
+		pr_info("worker %d: restarted in slot %u", w->cpu, w->idx);
+	return err;
+}
+
+/* SIGUSR1 from sigqueue(): restart the worker of the CPU it carries. */
+static void restart_request(const siginfo_t *si)
+{
+	int cpu = si->si_value.sival_int, err;
+	struct worker *w = NULL;
+
+	if (si->si_code != SI_QUEUE) {
+		pr_warn("SIGUSR1 without a CPU (use 'popupctl worker restart CPU'); ignored");
+		return;
+	}
+	if (si->si_uid != 0 && si->si_uid != geteuid()) {
+		pr_warn("worker restart asked by uid %u (pid %d): not root; ignored",
+			(unsigned int)si->si_uid, (int)si->si_pid);
+		return;
+	}
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		if (pd.workers[i].cpu == cpu)
+			w = &pd.workers[i];
+	if (!w) {
+		pr_warn("worker restart: no worker on CPU %d", cpu);
+		return;
+	}
+	pr_info("restarting worker %d (asked by pid %d)", cpu, (int)si->si_pid);
+	err = restart_worker(w);
+	/* popupctl waits for the count to move, then reads the result */
+	__atomic_store_n(&w->st->restart_err, (int64_t)err, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&w->st->restarts, 1, __ATOMIC_RELEASE);
+}
+
+/* Wait for SIGTERM/SIGINT, serving SIGHUP and SIGUSR1; then drain. */
 static void run(const sigset_t *set, int argc, char **argv)
 {
 	struct timespec tick = { .tv_nsec = 100 * 1000000 };
+	siginfo_t si;
 	int sig;
 
 	for (;;) {
-		sig = sigwaitinfo(set, NULL);
+		sig = sigwaitinfo(set, &si);
 		if (sig == SIGHUP) {
 			reload(argc, argv);
+			continue;
+		}
+		if (sig == SIGUSR1) {
+			restart_request(&si);
 			continue;
 		}
 		if (sig > 0)
@@ -338,6 +426,9 @@ static void run(const sigset_t *set, int argc, char **argv)
 	}
 	pr_info("received %s: draining (at most %u ms; signal again to stop now)",
 		strsignal(sig), LIM(stop_timeout_ms));
+	/* UDP first: no datagram may land in a socket about to close. */
+	for (unsigned int i = 0; i < pd.nr_workers; i++)
+		retire_udp(&pd.workers[i]);
 	for (unsigned int i = 0; i < pd.nr_workers; i++)
 		worker_request_stop(&pd.workers[i], 1);
 	while (workers_live()) {
@@ -376,7 +467,6 @@ static void check_report(void)
 int main(int argc, char **argv)
 {
 	struct popup_stats_file *sf = NULL;
-	struct popup_steer *steer = NULL;
 	bool check = false;
 	char stats_path[512];
 	unsigned int wd_ms;

@@ -348,6 +348,13 @@ struct worker {
 	uint64_t http_requests;		/* this worker's share of the counter */
 	uint64_t now;			/* clock read when the current batch of
 					 * events arrived (worker_now()) */
+	/* Run-time restart and UDP drain (worker_retire(), main.c) */
+	int restart_req;		/* atomic: retire the native sockets and
+					 * exit, keeping the connections */
+	bool retiring;
+	bool udp_retired;		/* out of steering: drain until idle */
+	uint64_t retire_deadline_ns;
+	uint64_t udp_last_ns;		/* last datagram read */
 	/* Workers sit side by side in one array and each writes its own
 	 * fields on every request: keep the next one's off our last line. */
 	char pad[64];
@@ -360,6 +367,10 @@ int worker_start(struct worker *w);
 void worker_request_stop(struct worker *w, int how);
 void worker_join(struct worker *w);
 void worker_close(struct worker *w);
+/* Run-time restart (main thread, see worker.c): stop the thread once its
+ * native sockets are drained and closed, then new sockets and thread. */
+void worker_retire(struct worker *w);
+int worker_reopen(struct worker *w);
 /* Called by a pool thread when @j is done. */
 void worker_complete(struct job *j);
 uint16_t sock_port(int fd);

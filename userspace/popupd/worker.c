@@ -34,7 +34,21 @@
  * connections get a "going away" message (an unsolicited reply, req_id 0,
  * status busy), HTTP responses carry "Connection: close"; requests
  * already received are all answered; connections close when their peer
- * does, or once idle, and at stop_timeout at the latest.
+ * does, or once idle, and at stop_timeout at the latest. A UDP socket the
+ * main thread retired first (main.c: out of steering and
+ * connected to a dead peer, so nothing new lands in it) is read until it
+ * stays idle for UDP_IDLE_MS, so no datagram already queued is lost.
+ *
+ * Run-time restart (main.c, `popupctl worker restart CPU`): the
+ * main thread empties the worker's steering slot (the program then falls
+ * back to the other live slots and counts it) and retires its UDP socket;
+ * the thread closes its native listener, whose accept queue the migrate
+ * program moves to a live worker, answers the datagrams still queued
+ * until the socket stays idle, closes it and exits, keeping its
+ * connections, its epoll set and its HTTP listener (not steered). The
+ * main thread then binds new sockets, puts them in the same slot of
+ * steer_socks (keys are slots, not socket order) and starts a new thread
+ * on the same state, which serves the kept connections on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +73,8 @@
 #define TICK_MS		100		/* timer resolution */
 #define ACCEPT_PAUSE_MS	100		/* after EMFILE and friends */
 #define DRAIN_LINGER_MS	1000		/* idle time before a drain closes */
+#define UDP_IDLE_MS	100		/* a retired UDP socket is drained when
+					 * nothing arrived for this long */
 
 /* epoll data: small values tell the sockets apart from connection
  * pointers, which are at least 8-byte aligned. */
@@ -719,6 +735,7 @@ static void udp_drain(struct worker *w)
 		n = recvfrom(w->udp_fd, in, sizeof(in), 0, (struct sockaddr *)&peer, &plen);
 		if (n < 0)
 			return;	/* EAGAIN, or an ICMP error: nothing to answer */
+		w->udp_last_ns = worker_now(w);
 		native_udp(w, in, n, &peer, plen);
 	}
 }
@@ -871,6 +888,8 @@ static void drain_begin(struct worker *w)
 	w->draining = true;
 	w->drain_started_ns = now;
 	w->drain_deadline_ns = now + LIM(stop_timeout_ms) * 1000000ull;
+	if (w->udp_last_ns < now)
+		w->udp_last_ns = now;	/* a retired socket's idle time starts */
 	/* Serve what already waits in the accept queues, then close the
 	 * listeners: connections still in the handshake migrate. */
 	if (w->accept_paused)
@@ -891,6 +910,14 @@ static void drain_begin(struct worker *w)
 	}
 }
 
+/* Nothing queued on the UDP socket for UDP_IDLE_MS, nothing in flight. */
+static bool udp_drained(const struct worker *w, uint64_t now)
+{
+	if (w->udp_kernel || w->udp_fd < 0)
+		return true;
+	return !w->udp_inflight && now - w->udp_last_ns >= UDP_IDLE_MS * 1000000ull;
+}
+
 static bool drain_finished(struct worker *w, uint64_t now)
 {
 	if (now >= w->drain_deadline_ns) {
@@ -899,7 +926,33 @@ static bool drain_finished(struct worker *w, uint64_t now)
 				w->nconns);
 		return true;
 	}
-	return !w->nconns && !w->udp_inflight;
+	return !w->nconns && !w->udp_inflight && (!w->udp_retired || udp_drained(w, now));
+}
+
+/* ---- run-time restart --------------------------------------------------- */
+
+/* The slot is already empty (worker_retire()): closing the listener
+ * migrates its accept queue to a live worker. */
+static void retire_begin(struct worker *w)
+{
+	uint64_t now = now_ns();
+
+	w->retiring = true;
+	w->retire_deadline_ns = now + LIM(stop_timeout_ms) * 1000000ull;
+	if (w->udp_last_ns < now)
+		w->udp_last_ns = now;
+	close_listener(w, &w->tcp_fd);
+}
+
+static bool retire_finished(struct worker *w, uint64_t now)
+{
+	if (udp_drained(w, now))
+		return true;
+	if (now < w->retire_deadline_ns)
+		return false;
+	pr_warn("worker %d: restart: UDP socket still busy after %u ms; closing it", w->cpu,
+		LIM(stop_timeout_ms));
+	return true;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -960,9 +1013,13 @@ static void *worker_main(void *arg)
 			break;
 		if (stop == 1 && !w->draining)
 			drain_begin(w);
-		/* Timers only matter with connections, a paused accept or a
-		 * drain; otherwise sleep until something arrives. */
-		timeout = (w->nconns || w->accept_paused || w->draining) ? TICK_MS : -1;
+		if (__atomic_load_n(&w->restart_req, __ATOMIC_ACQUIRE) && !w->retiring &&
+		    !w->draining)
+			retire_begin(w);
+		/* Timers only matter with connections, a paused accept, a
+		 * drain or a restart; otherwise sleep until something arrives. */
+		timeout = (w->nconns || w->accept_paused || w->draining || w->retiring) ?
+			  TICK_MS : -1;
 		n = epoll_wait(w->epfd, evs, 64, timeout);
 		if (n < 0 && errno != EINTR) {
 			pr_err("worker %d: epoll_wait: %s", w->cpu, strerror(errno));
@@ -978,11 +1035,29 @@ static void *worker_main(void *arg)
 		}
 		if (w->draining && drain_finished(w, now))
 			break;
+		if (w->retiring && !w->draining && retire_finished(w, now)) {
+			/* The next thread serves the connections on. */
+			close_listener(w, &w->udp_fd);
+			__atomic_store_n(&w->st->live, 0, __ATOMIC_RELAXED);
+			return NULL;
+		}
 	}
 	while (w->conns)
 		conn_close(w->conns);
 	__atomic_store_n(&w->st->live, 0, __ATOMIC_RELAXED);
 	return NULL;
+}
+
+static int worker_spawn(struct worker *w)
+{
+	int err = -pthread_create(&w->thread, NULL, worker_main, w);
+
+	if (err) {
+		pr_err("worker %d: cannot start thread: %s", w->cpu, strerror(-err));
+		return err;
+	}
+	w->started = true;
+	return 0;
 }
 
 int worker_start(struct worker *w)
@@ -1002,13 +1077,62 @@ int worker_start(struct worker *w)
 		pr_err("worker %d: epoll_ctl: %s", w->cpu, strerror(-err));
 		return err;
 	}
-	err = -pthread_create(&w->thread, NULL, worker_main, w);
+	return worker_spawn(w);
+}
+
+/*
+ * Restart, part 1 (main thread, the steering slot already emptied and the
+ * UDP socket retired): the thread closes its listener, drains the UDP
+ * socket until idle, closes it and exits, keeping its connections.
+ */
+void worker_retire(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (!w->started)
+		return;
+	__atomic_store_n(&w->restart_req, 1, __ATOMIC_RELEASE);
+	if (write(w->wake_fd, &one, sizeof(one)) < 0)
+		pr_warn("worker %d: cannot signal restart: %s", w->cpu, strerror(errno));
+	pthread_join(w->thread, NULL);
+	w->started = false;
+	w->retiring = false;
+	__atomic_store_n(&w->restart_req, 0, __ATOMIC_RELAXED);
+	if (w->tcp_fd >= 0)	/* the thread ended some other way */
+		close_listener(w, &w->tcp_fd);
+	if (w->udp_fd >= 0)
+		close_listener(w, &w->udp_fd);
+}
+
+/*
+ * Restart, part 2: new native sockets on the same ports and a new thread
+ * on the same state (connections, epoll set, HTTP listener). A thread runs
+ * again even if the sockets cannot be bound (it serves the connections it
+ * has); the caller then puts the sockets in the worker's steering slot.
+ */
+int worker_reopen(struct worker *w)
+{
+	int err;
+
+	err = open_sock(SOCK_STREAM, pd.cfg.bind_addr, pd.port, &w->tcp_fd);
+	if (!err)
+		err = open_sock(SOCK_DGRAM, pd.cfg.bind_addr, pd.port, &w->udp_fd);
+	if (!err)
+		err = ep_ctl(w, EPOLL_CTL_ADD, w->tcp_fd,
+			     w->accept_paused ? 0 : EPOLLIN, (void *)EV_TCP_LISTEN);
+	if (!err)
+		err = ep_ctl(w, EPOLL_CTL_ADD, w->udp_fd, EPOLLIN, (void *)EV_UDP);
 	if (err) {
-		pr_err("worker %d: cannot start thread: %s", w->cpu, strerror(-err));
-		return err;
+		pr_err("worker %d: restart: cannot bind the native port %u again: %s", w->cpu,
+		       pd.port, strerror(-err));
+		if (w->tcp_fd >= 0)
+			close_listener(w, &w->tcp_fd);
+		if (w->udp_fd >= 0)
+			close_listener(w, &w->udp_fd);
 	}
-	w->started = true;
-	return 0;
+	if (worker_spawn(w) && !err)
+		err = -EAGAIN;
+	return err;
 }
 
 void worker_request_stop(struct worker *w, int how)
