@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # popupd's native-protocol suite with popup.ko loaded (run inside
-# scripts/vm): popupd then takes UDP requests through the module's arrival
-# path (--arrival=auto picks it) and exports its services through
-# libpopup's module backend, so the same checks as on the host cover
-# kernel-side arrival, `popupctl call` and `popupctl services` through
-# /dev/popup. (The HTTP suite does not touch the module and its timing
+# scripts/vm): popupd then takes UDP requests and native TCP connections
+# through the module's arrival path (--arrival=auto picks it: the module
+# accepts, popupd parks each connection back, requests arrive as pop-up
+# contexts) and exports its services through libpopup's module backend, so
+# the same checks as on the host cover kernel-side arrival for both
+# protocols, `popupctl call` and `popupctl services` through /dev/popup. (The HTTP suite does not touch the module and its timing
 # checks are not meaningful under TCG emulation; it runs on the host.)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
