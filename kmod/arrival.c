@@ -2,6 +2,11 @@
 /*
  * Network arrival: datagrams on popupd's worker sockets become pop-up
  * handler contexts, without epoll and without a separate receive call.
+ * This file holds the attachment machinery shared by every kind of socket
+ * (ATTACH, DETACH, the hash, the work item, the pool rules of an arrival,
+ * kernel replies, /proc) and the UDP path; TCP listeners and parked
+ * connections (KIND_CONN, KIND_STREAM) are in arrival_tcp.c, whose design
+ * comment builds on this one.
  *
  * Design
  * ======
@@ -91,8 +96,8 @@
 
 DEFINE_PER_CPU(struct popup_arr_stats, popup_arr_stats);
 
-/* Kernel replies and deferred drains of attached sockets. */
-static struct workqueue_struct *popup_wq;
+/* Kernel replies, deferred drains and accepts of attached sockets. */
+struct workqueue_struct *popup_wq;
 
 /* Attached sockets by struct sock: writers under popup_sock_lock, RCU. */
 static DEFINE_SPINLOCK(popup_sock_lock);
@@ -110,6 +115,8 @@ static void popup_sock_release(struct kref *kref)
 
 	sockfd_put(ps->sock);		/* fput: defers, safe in any context */
 	popup_service_put(ps->svc);
+	if (ps->parent)
+		popup_sock_put(ps->parent);
 	kfree_rcu(ps, rcu);
 }
 
@@ -120,14 +127,14 @@ void popup_sock_put(struct popup_sock *ps)
 }
 
 /* Queue the socket's work item; it holds a reference while queued. */
-static void popup_sock_kick(struct popup_sock *ps)
+void popup_sock_kick(struct popup_sock *ps)
 {
 	kref_get(&ps->refs);
 	if (!queue_work(popup_wq, &ps->work))
 		popup_sock_put(ps);	/* queued already; not the last */
 }
 
-static struct popup_sock *popup_sock_lookup_rcu(struct sock *sk)
+struct popup_sock *popup_sock_lookup_rcu(struct sock *sk)
 {
 	struct popup_sock *ps;
 
@@ -142,11 +149,12 @@ static struct popup_sock *popup_sock_lookup_rcu(struct sock *sk)
  * Answer @ctx in the kernel with wire status @kstatus, from the worker.
  * The context holds no slot. Takes over the caller's context reference.
  */
-static void popup_kreply_queue_locked(struct popup_sock *ps,
-				      struct popup_ctx *ctx, u32 kstatus)
+void popup_kreply_queue_locked(struct popup_sock *ps, struct popup_ctx *ctx,
+			       u32 kstatus)
 {
 	lockdep_assert_held(&ps->svc->lock);
-	if (ps->nkreplies >= POPUP_KREPLY_MAX) {
+	/* TCP contexts are bounded by the slots and must not be put here. */
+	if (ps->kind == POPUP_SOCK_UDP && ps->nkreplies >= POPUP_KREPLY_MAX) {
 		popup_arr_inc(POPUP_ARR_LOST);
 		popup_ctx_put(ctx);
 		return;
@@ -210,12 +218,12 @@ static void popup_udp_peer(struct popup_sock *ps, struct sk_buff *skb,
 }
 
 /*
- * Datagram @skb, just taken from @ps's socket, becomes context @ctx: handed
- * to a thread, queued, or answered by the kernel. Any context; takes over
- * @ctx and @skb.
+ * The pool rules for a new context @ctx of @ps (psock, binding, method,
+ * cpu and arg_len set): hand it to an idle thread, preferably one on its
+ * CPU, or queue it, and return 0; or return the wire status the kernel
+ * answers with, leaving @ctx to the caller.
  */
-static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
-			     struct sk_buff *skb)
+u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx)
 {
 	struct popup_service *svc = ps->svc;
 	struct popup_binding *b = ps->area;
@@ -223,26 +231,12 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 	u32 kstatus = 0, spawn;
 	unsigned int slot = 0;
 
-	popup_arr_inc(POPUP_ARR_ARRIVALS);
-	kref_get(&ps->refs);
-	ctx->psock = ps;
-	ctx->skb = skb;
-	ctx->binding = b;
-	ctx->method = &ps->method;
-	ctx->arg_len = skb->len;
-	ctx->prio = DEFAULT_PRIO;
-	ctx->cpu = ps->cpu >= 0 ? ps->cpu : raw_smp_processor_id();
-	ctx->hdr_len = min_t(u32, skb->len, sizeof(ctx->hdr));
-	if (skb_copy_bits(skb, 0, ctx->hdr, ctx->hdr_len))
-		ctx->hdr_len = 0;
-	popup_udp_peer(ps, skb, ctx);
-
-	spin_lock_bh(&svc->lock);
+	lockdep_assert_held(&svc->lock);
 	ps->arrivals++;
-	if (svc->dead || ps->detached) {
+	if (svc->dead || ps->detached || ps->closing) {
 		kstatus = POPUP_WIRE_BUSY;
 		popup_arr_inc(POPUP_ARR_ABORTED);
-	} else if (skb->len > b->slot_size) {
+	} else if (ctx->arg_len > b->slot_size) {
 		kstatus = POPUP_WIRE_TOOBIG;
 		popup_arr_inc(POPUP_ARR_TOOBIG);
 	} else {
@@ -259,9 +253,7 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 			popup_arr_inc(POPUP_ARR_BUSY);
 		}
 	}
-	if (kstatus) {
-		popup_kreply_queue_locked(ps, ctx, kstatus);
-	} else {
+	if (!kstatus) {
 		ctx->slot = slot;
 		spawn = svc->spawn_req;
 		popup_call_start_locked(svc, ctx, w);
@@ -269,6 +261,38 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 		if (!spawn && svc->spawn_req)
 			popup_arr_inc(POPUP_ARR_SPAWNS);
 	}
+	return kstatus;
+}
+
+/*
+ * Datagram @skb, just taken from @ps's socket, becomes context @ctx: handed
+ * to a thread, queued, or answered by the kernel. Any context; takes over
+ * @ctx and @skb.
+ */
+static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
+			     struct sk_buff *skb)
+{
+	struct popup_service *svc = ps->svc;
+	u32 kstatus;
+
+	popup_arr_inc(POPUP_ARR_ARRIVALS);
+	kref_get(&ps->refs);
+	ctx->psock = ps;
+	ctx->skb = skb;
+	ctx->binding = ps->area;
+	ctx->method = &ps->method;
+	ctx->arg_len = skb->len;
+	ctx->prio = DEFAULT_PRIO;
+	ctx->cpu = ps->cpu >= 0 ? ps->cpu : raw_smp_processor_id();
+	ctx->hdr_len = min_t(u32, skb->len, sizeof(ctx->hdr));
+	if (skb_copy_bits(skb, 0, ctx->hdr, ctx->hdr_len))
+		ctx->hdr_len = 0;
+	popup_udp_peer(ps, skb, ctx);
+
+	spin_lock_bh(&svc->lock);
+	kstatus = popup_arrive_locked(ps, ctx);
+	if (kstatus)
+		popup_kreply_queue_locked(ps, ctx, kstatus);
 	spin_unlock_bh(&svc->lock);
 }
 
@@ -355,8 +379,11 @@ static void popup_udp_drain(struct popup_sock *ps)
 	popup_sock_kick(ps);
 }
 
-/* Send a bare native reply header with @ctx->kstatus to its sender. */
-static void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
+/*
+ * Send a bare native reply header with @ctx->kstatus to its sender (on a
+ * TCP connection: on it, with a bounded wait for room).
+ */
+void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
 {
 	const u8 *h = ctx->hdr;
 	u8 rep[POPUP_WIRE_HDR_LEN];
@@ -365,6 +392,11 @@ static void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
 		.msg_namelen = ctx->peer_len,
 		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
 	};
+
+	if (ps->kind != POPUP_SOCK_UDP) {
+		msg.msg_name = NULL;
+		msg.msg_namelen = 0;
+	}
 	struct kvec kv = { .iov_base = rep, .iov_len = sizeof(rep) };
 	int ret;
 
@@ -389,7 +421,7 @@ static void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
 		WRITE_ONCE(ps->kreplied, ps->kreplied + 1);
 }
 
-static void popup_sock_work(struct work_struct *work)
+void popup_sock_work(struct work_struct *work)
 {
 	struct popup_sock *ps = container_of(work, struct popup_sock, work);
 	struct popup_service *svc = ps->svc;
@@ -397,12 +429,16 @@ static void popup_sock_work(struct work_struct *work)
 	LIST_HEAD(list);
 	bool drain;
 
-	spin_lock_bh(&svc->lock);
-	drain = ps->drain && !ps->detached;
-	ps->drain = false;
-	spin_unlock_bh(&svc->lock);
-	if (drain)
-		popup_udp_drain(ps);
+	if (ps->kind != POPUP_SOCK_UDP) {
+		popup_tcp_work(ps);
+	} else {
+		spin_lock_bh(&svc->lock);
+		drain = ps->drain && !ps->detached;
+		ps->drain = false;
+		spin_unlock_bh(&svc->lock);
+		if (drain)
+			popup_udp_drain(ps);
+	}
 
 	spin_lock_bh(&svc->lock);
 	list_splice_init(&ps->kreplies, &list);
@@ -410,7 +446,8 @@ static void popup_sock_work(struct work_struct *work)
 	spin_unlock_bh(&svc->lock);
 	list_for_each_entry_safe(ctx, tmp, &list, node) {
 		list_del_init(&ctx->node);
-		popup_kreply_send(ps, ctx);
+		if (ps->kind == POPUP_SOCK_UDP || popup_tcp_kreply(ps, ctx))
+			popup_kreply_send(ps, ctx);
 		popup_ctx_put(ctx);
 		cond_resched();
 	}
@@ -421,7 +458,7 @@ static void popup_sock_work(struct work_struct *work)
  * WAIT, in the handler's thread, @ctx in FILL: check the datagram and copy
  * it into its slot. -EBADMSG: bad checksum, dropped as UDP drops it.
  */
-int popup_dgram_fill(struct popup_ctx *ctx)
+static int popup_dgram_fill(struct popup_ctx *ctx)
 {
 	struct popup_binding *b = ctx->binding;
 	struct sk_buff *skb = ctx->skb;
@@ -456,6 +493,32 @@ int popup_dgram_fill(struct popup_ctx *ctx)
 }
 
 /*
+ * WAIT, in the handler's thread, @ctx in FILL: make the arrival available
+ * to the handler (copy a datagram or a request frame into its slot,
+ * install an accepted connection). An error: no context for the handler.
+ */
+int popup_arrival_fill(struct popup_ctx *ctx)
+{
+	switch (ctx->psock->kind) {
+	case POPUP_SOCK_LISTEN:
+		return popup_conn_fill(ctx);
+	case POPUP_SOCK_CONN:
+		return popup_stream_fill(ctx);
+	default:
+		return popup_dgram_fill(ctx);
+	}
+}
+
+/* REPLY finished @ctx (its reply sent or not): a connection may go on. */
+void popup_arrival_replied(struct popup_ctx *ctx)
+{
+	struct popup_sock *ps = ctx->psock;
+
+	if (ps->kind == POPUP_SOCK_CONN)
+		popup_stream_done_locked(ps);
+}
+
+/*
  * REPLY, in the handler's thread, @ctx in SEND: send the first @len bytes
  * of its slot to the sender. Returns 0 or the send error (never ENOENT or
  * EINVAL, which mean "not replied" to REPLY_WAIT).
@@ -477,6 +540,8 @@ int popup_dgram_send(struct popup_ctx *ctx, u32 len)
 		popup_arr_inc(POPUP_ARR_NOREPLY);
 		return 0;
 	}
+	if (ctx->psock->kind == POPUP_SOCK_CONN)
+		return popup_stream_send(ctx, len);
 	for (off = 0; off < len && n < ARRAY_SIZE(kv); n++) {
 		u64 at = pos + off;
 		u32 poff = offset_in_page(at);
@@ -502,6 +567,10 @@ void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c)
 	const struct sockaddr_in *sin = (const void *)&ctx->peer;
 
 	c->method = 0;
+	if (ctx->psock->kind == POPUP_SOCK_LISTEN)
+		c->conn_fd = ctx->conn_fd;
+	else if (ctx->psock->kind == POPUP_SOCK_CONN)
+		c->conn_id = ctx->psock->id;
 	c->pid = 0;
 	c->tid = 0;
 	c->uid = (u32)-1;
@@ -517,7 +586,7 @@ void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c)
 }
 
 /* Install our callback on @ps->sk; -EBUSY if the socket is taken. */
-static int popup_sock_hook(struct popup_sock *ps)
+int popup_sock_hook(struct popup_sock *ps)
 {
 	struct sock *sk = ps->sk;
 	struct popup_sock *other;
@@ -543,7 +612,10 @@ static int popup_sock_hook(struct popup_sock *ps)
 	if (ret)
 		goto out;
 	ps->saved_data_ready = sk->sk_data_ready;
-	WRITE_ONCE(sk->sk_data_ready, popup_udp_data_ready);
+	if (ps->kind == POPUP_SOCK_UDP)
+		WRITE_ONCE(sk->sk_data_ready, popup_udp_data_ready);
+	else
+		popup_tcp_hook_locked(ps);
 	ps->port = ntohs(inet_sk(sk)->inet_sport);
 out:
 	write_unlock_bh(&sk->sk_callback_lock);
@@ -558,7 +630,9 @@ static void popup_sock_unhook(struct popup_sock *ps)
 
 	lock_sock(sk);
 	write_lock_bh(&sk->sk_callback_lock);
-	if (sk->sk_data_ready == popup_udp_data_ready)
+	if (ps->kind != POPUP_SOCK_UDP)
+		popup_tcp_unhook_locked(ps);
+	else if (sk->sk_data_ready == popup_udp_data_ready)
 		WRITE_ONCE(sk->sk_data_ready, ps->saved_data_ready);
 	spin_lock(&popup_sock_lock);
 	hash_del_rcu(&ps->hash_node);
@@ -571,12 +645,20 @@ static void popup_sock_unhook(struct popup_sock *ps)
  * Detach the sockets on @list (linked by proc_node, already off their
  * file's list): one grace period for all of them.
  */
-static void popup_socks_detach_list(struct list_head *list)
+void popup_socks_detach_list(struct list_head *list)
 {
 	struct popup_sock *ps, *tmp;
 
 	if (list_empty(list))
 		return;
+	/* A listener's parked connections go with it (appended: seen too). */
+	list_for_each_entry(ps, list, proc_node) {
+		if (ps->kind != POPUP_SOCK_LISTEN)
+			continue;
+		spin_lock_bh(&ps->svc->lock);
+		popup_conns_take_locked(ps, list);
+		spin_unlock_bh(&ps->svc->lock);
+	}
 	list_for_each_entry(ps, list, proc_node)
 		popup_sock_unhook(ps);
 	synchronize_rcu();		/* callbacks in flight are done */
@@ -592,8 +674,10 @@ static void popup_socks_detach_list(struct list_head *list)
 		flush_work(&ps->work);	/* drains stop, replies go out */
 
 		/* Leftovers are userspace's again: tell its readers. */
-		if (!skb_queue_empty_lockless(&sk->sk_receive_queue) ||
-		    !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue))
+		if (ps->kind != POPUP_SOCK_UDP)
+			popup_tcp_detached(ps);
+		else if (!skb_queue_empty_lockless(&sk->sk_receive_queue) ||
+			 !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue))
 			ps->saved_data_ready(sk);
 
 		spin_lock_bh(&svc->lock);
@@ -629,8 +713,10 @@ int popup_ioctl_detach(struct popup_proc *proc, const struct popup_target *t)
 	struct popup_sock *ps;
 	LIST_HEAD(list);
 
-	if (t->flags || t->reserved)
+	if ((t->flags & ~POPUP_DETACH_CONN) || t->reserved)
 		return -EINVAL;
+	if (t->flags & POPUP_DETACH_CONN)
+		return popup_conn_detach(proc, t->id);
 	mutex_lock(&proc->lock);
 	list_for_each_entry(ps, &proc->socks, proc_node) {
 		if (ps->id != t->id)
@@ -658,6 +744,12 @@ static struct socket *popup_attach_sock(const struct popup_attach *at)
 	if (!sock)
 		return ERR_PTR(err);
 	sk = sock->sk;
+	if (sk && sk->sk_type == SOCK_STREAM) {
+		err = popup_tcp_attach_check(sock);
+		if (err)
+			goto err_put;
+		return sock;
+	}
 	err = -EPROTONOSUPPORT;
 	if (!sk || sk->sk_type != SOCK_DGRAM ||
 	    sk->sk_protocol != IPPROTO_UDP ||
@@ -689,7 +781,7 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 	if (at->cpu != POPUP_CPU_ANY &&
 	    (at->cpu >= nr_cpu_ids || !cpu_possible(at->cpu)))
 		return -EINVAL;
-	if (nslots > POPUP_MAX_SLOTS || slot_size > POPUP_MAX_DGRAM)
+	if (nslots > POPUP_MAX_SLOTS || slot_size > POPUP_MAX_MSG)
 		return -EINVAL;
 	slot_size = PAGE_ALIGN(slot_size);
 
@@ -697,6 +789,11 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 	if (IS_ERR(svc))
 		return PTR_ERR(svc);
 	sock = popup_attach_sock(at);
+	if (!IS_ERR(sock) && sock->sk->sk_type != SOCK_STREAM &&
+	    slot_size > POPUP_MAX_DGRAM) {
+		sockfd_put(sock);
+		sock = ERR_PTR(-EINVAL);
+	}
 	if (IS_ERR(sock)) {
 		popup_service_put(svc);
 		return PTR_ERR(sock);
@@ -712,6 +809,9 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 	INIT_LIST_HEAD(&ps->proc_node);
 	INIT_LIST_HEAD(&ps->kreplies);
 	INIT_WORK(&ps->work, popup_sock_work);
+	INIT_LIST_HEAD(&ps->conns);
+	ps->kind = sock->sk->sk_type == SOCK_STREAM ? POPUP_SOCK_LISTEN :
+		   POPUP_SOCK_UDP;
 	ps->sock = sock;		/* our references move to ps */
 	ps->sk = sock->sk;
 	ps->svc = svc;
@@ -757,9 +857,10 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 	at->map_offset = (u64)ps->id << PAGE_SHIFT;
 	at->map_size = b->map_size;
 
-	/* Datagrams queued before the hook: the worker takes them. */
+	/* Datagrams or connections queued before the hook: the worker. */
 	spin_lock_bh(&svc->lock);
 	ps->drain = true;
+	ps->accept = true;
 	spin_unlock_bh(&svc->lock);
 	popup_sock_kick(ps);
 	return 0;
@@ -794,6 +895,10 @@ static const char *const popup_arr_names[POPUP_NR_ARR_STATS] = {
 	[POPUP_ARR_LOST] = "lost",
 	[POPUP_ARR_TXERR] = "txerr",
 	[POPUP_ARR_SPURIOUS] = "spurious",
+	[POPUP_ARR_ACCEPTS] = "accepts",
+	[POPUP_ARR_REFUSED] = "refused",
+	[POPUP_ARR_CLOSED] = "closed",
+	[POPUP_ARR_BADFRAME] = "badframe",
 };
 
 int popup_arrival_show(struct seq_file *m, void *v)
@@ -825,8 +930,10 @@ int popup_socks_show(struct seq_file *m, void *v)
 	seq_puts(m, "id service proto family port cpu nslots slot_size inflight arrivals kreplies\n");
 	rcu_read_lock();
 	hash_for_each_rcu(popup_sock_hash, bkt, ps, hash_node)
-		seq_printf(m, "%u %u udp %s %u %d %u %u %u %llu %llu\n",
+		seq_printf(m, "%u %u %s %s %u %d %u %u %u %llu %llu\n",
 			   ps->id, ps->svc->id,
+			   ps->kind == POPUP_SOCK_UDP ? "udp" :
+			   ps->kind == POPUP_SOCK_LISTEN ? "tcp" : "conn",
 			   ps->family == AF_INET6 ? "inet6" : "inet",
 			   ps->port, ps->cpu, ps->area->nslots,
 			   ps->area->slot_size,

@@ -35,6 +35,7 @@
 #include <linux/skbuff.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
+#include <linux/net.h>
 #include <linux/user_namespace.h>
 
 #include "popup_internal.h"
@@ -57,7 +58,10 @@ void popup_ctx_cache_exit(void)
 
 /*
  * Atomic-safe: frees the context, its pid references, a datagram not yet
- * copied and its socket reference (whose release only defers).
+ * copied and its socket reference (whose release only defers). The one
+ * exception, an accepted connection never installed, is released only in
+ * process context: the contexts that carry one are last put there (the
+ * accept worker, the kernel-reply worker, WAIT with svc->lock dropped).
  */
 static void popup_ctx_release(struct kref *kref)
 {
@@ -66,6 +70,8 @@ static void popup_ctx_release(struct kref *kref)
 	put_pid(ctx->tgid);
 	put_pid(ctx->tid);
 	kfree_skb(ctx->skb);
+	if (ctx->conn)
+		sock_release(ctx->conn);
 	if (ctx->psock)
 		popup_sock_put(ctx->psock);
 	kmem_cache_free(popup_ctx_cache, ctx);
@@ -521,6 +527,7 @@ static int popup_reply(struct popup_proc *proc, const struct popup_reply *r,
 		spin_unlock_bh(&svc->lock);
 		ret = popup_dgram_send(ctx, r->result_len);
 		spin_lock_bh(&svc->lock);
+		popup_arrival_replied(ctx);
 		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
 	} else {
 		ctx->status = r->status;
@@ -572,6 +579,21 @@ static void popup_ctx_fill_locked(struct popup_service *svc,
 		popup_dgram_fill_context(ctx, c);
 }
 
+/* The POPUP_WAIT_KIND_* that delivers @ctx. */
+static u32 popup_ctx_kind(const struct popup_ctx *ctx)
+{
+	if (!ctx->psock)
+		return POPUP_WAIT_KIND_CALL;
+	switch (ctx->psock->kind) {
+	case POPUP_SOCK_LISTEN:
+		return POPUP_WAIT_KIND_CONN;
+	case POPUP_SOCK_CONN:
+		return POPUP_WAIT_KIND_STREAM;
+	default:
+		return POPUP_WAIT_KIND_DGRAM;
+	}
+}
+
 /*
  * @ctx, QUEUED or HANDED, goes to the calling handler thread. A datagram is
  * first copied into its slot, with svc->lock dropped: returns false if it
@@ -599,21 +621,25 @@ static bool popup_ctx_deliver_locked(struct popup_service *svc,
 		list_del_init(&ctx->node);
 		ctx->state = POPUP_CTX_FILL;
 		spin_unlock_bh(&svc->lock);
-		err = popup_dgram_fill(ctx);
+		err = popup_arrival_fill(ctx);
 		spin_lock_bh(&svc->lock);
 		if (svc->dead) {
 			popup_dgram_abort_locked(svc, ctx, POPUP_WIRE_BUSY, puts);
 			return false;
 		}
 		if (err) {
+			popup_arrival_replied(ctx);
 			popup_ctx_finish_locked(svc, ctx, POPUP_CTX_ABORTED, puts);
 			return false;
 		}
 		list_add_tail(&ctx->node, &svc->running);
 	}
 	ctx->state = POPUP_CTX_ACTIVE;
-	w->kind = ctx->psock ? POPUP_WAIT_KIND_DGRAM : POPUP_WAIT_KIND_CALL;
+	w->kind = popup_ctx_kind(ctx);
 	popup_ctx_fill_locked(svc, ctx, &w->ctx);
+	/* A connection handed over as a descriptor needs no reply. */
+	if (w->kind == POPUP_WAIT_KIND_CONN)
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, puts);
 	return true;
 }
 
@@ -842,7 +868,10 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		svc->spawn_req = 0;
 	}
 	/* Leaving without work: what was queued for us goes to another. */
-	if (w->kind != POPUP_WAIT_KIND_CALL && w->kind != POPUP_WAIT_KIND_DGRAM)
+	if (w->kind != POPUP_WAIT_KIND_CALL &&
+	    w->kind != POPUP_WAIT_KIND_DGRAM &&
+	    w->kind != POPUP_WAIT_KIND_CONN &&
+	    w->kind != POPUP_WAIT_KIND_STREAM)
 		popup_queue_kick_locked(svc);
 out_unlock:
 	spin_unlock_bh(&svc->lock);

@@ -33,6 +33,12 @@
  *     the socket's receive area (a binding the server maps) by the WAIT
  *     that returns it; REPLY sends the answer from the slot. Overload is
  *     answered BUSY by the kernel.
+ *   - TCP arrival (arrival_tcp.c): an ATTACHed TCP listener's connections
+ *     are accepted by a work item and handed to a handler thread as a new
+ *     descriptor (KIND_CONN); a connection the server PARKs back becomes a
+ *     KIND_STREAM context per request frame, read into a slot of the
+ *     listener's receive area by the WAIT that returns it and answered by
+ *     REPLY on the connection.
  *
  * This file owns the device life cycle (module init and exit, open, flush,
  * release, poll) and the ioctl dispatcher. Each ioctl case follows the same
@@ -53,11 +59,12 @@
  *                  synchronous caller, or a kernel-reply list; allocated
  *                  from popup_ctx_cache
  *   popup_waiter   on the kernel stack of a thread in WAIT
- *   popup_sock     the attachment (owner->socks until detach), each
- *                  datagram context, its queued work item; holds the
- *                  socket's file, the service and (until detach) the
- *                  receive area's @active count; found by sk through an
- *                  RCU hash; freed with RCU
+ *   popup_sock     the attachment (owner->socks, or for a parked TCP
+ *                  connection its listener's @conns, until detach), each
+ *                  context, its queued work items, and each of its parked
+ *                  connections (@parent); holds the socket's file, the
+ *                  service and (until detach) the receive area's @active
+ *                  count; found by sk through an RCU hash; freed with RCU
  *
  * Locking overview
  * ================
@@ -79,6 +86,10 @@
  *      never with 3 or 4
  *   7. xa_lock of the id arrays, wait-queue locks, the socket's queue
  *      locks (inside the helpers)
+ * The TCP callbacks run under the socket's own spinlock (bh_lock_sock) and
+ * take svc->lock inside it; lock_sock() (sleeping reads and writes, the
+ * accept queue's rskq_lock, a child's sk_callback_lock) is never taken with
+ * svc->lock held.
  * Sleeping work on sockets (sendmsg, copying a datagram into a slot) is
  * done with svc->lock dropped, the context parked in FILL or SEND, where
  * withdrawal leaves it to the thread that parked it.
@@ -152,6 +163,8 @@ static_assert(offsetof(struct popup_export, name) == 8);
 static_assert(offsetof(struct popup_import, name) == 8);
 static_assert(offsetof(struct popup_wait, reply_result) == 40);
 POPUP_ASSERT_SIZE(popup_attach, 64);
+POPUP_ASSERT_SIZE(popup_park, 40);
+POPUP_ASSERT_U64(popup_park, reserved);
 POPUP_ASSERT_U64(popup_attach, map_offset);
 POPUP_ASSERT_U64(popup_attach, map_size);
 POPUP_ASSERT_U64(popup_attach, reserved);
@@ -238,7 +251,8 @@ static void popup_ioctl_version(struct popup_version *ver)
 {
 	memset(ver, 0, sizeof(*ver));
 	ver->api_version = POPUP_API_VERSION;
-	ver->features = POPUP_FEAT_STATS | POPUP_FEAT_RPC | POPUP_FEAT_ARRIVAL;
+	ver->features = POPUP_FEAT_STATS | POPUP_FEAT_RPC | POPUP_FEAT_ARRIVAL |
+			POPUP_FEAT_TCP;
 	ver->nr_cpu_ids = nr_cpu_ids;
 }
 
@@ -365,6 +379,23 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		}
 		break;
 	}
+	case POPUP_IOC_PARK: {
+		struct popup_park pk;
+		struct popup_target t = { .flags = POPUP_DETACH_CONN };
+
+		ret = popup_copy_in(&pk, sizeof(pk), ubuf);
+		if (ret)
+			break;
+		ret = popup_ioctl_park(proc, &pk);
+		if (ret)
+			break;
+		if (copy_to_user(ubuf, &pk, sizeof(pk))) {
+			t.id = pk.conn_id;
+			popup_ioctl_detach(proc, &t);
+			ret = -EFAULT;
+		}
+		break;
+	}
 	case POPUP_IOC_CALL: {
 		struct popup_call call;
 
@@ -406,7 +437,8 @@ static long popup_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (copy_to_user(ubuf, &w, sizeof(w)) && !ret) {
 			/* Lost result: answer the call ourselves. */
 			if (w.kind == POPUP_WAIT_KIND_CALL ||
-			    w.kind == POPUP_WAIT_KIND_DGRAM) {
+			    w.kind == POPUP_WAIT_KIND_DGRAM ||
+			    w.kind == POPUP_WAIT_KIND_STREAM) {
 				struct popup_reply r = {
 					.ctx_id = w.ctx.ctx_id,
 					.status = -EFAULT,

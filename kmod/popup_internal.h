@@ -84,6 +84,10 @@ enum popup_arr_stat {
 	POPUP_ARR_LOST,		/* no memory even there, or kreply list full */
 	POPUP_ARR_TXERR,	/* a reply could not be sent */
 	POPUP_ARR_SPURIOUS,	/* callback found no datagram */
+	POPUP_ARR_ACCEPTS,	/* TCP connections accepted (worker's CPU) */
+	POPUP_ARR_REFUSED,	/* accepted while overloaded: closed at once */
+	POPUP_ARR_CLOSED,	/* parked connections ended: EOF, reset */
+	POPUP_ARR_BADFRAME,	/* parked connection closed: malformed frame */
 	POPUP_NR_ARR_STATS,
 };
 
@@ -342,6 +346,10 @@ enum popup_ctx_state {
  *            the replies the kernel sends itself (invariant)
  * @hdr_len:  valid bytes in @hdr (invariant)
  * @kstatus:  the wire status of a kernel reply (KREPLY)
+ * @conn:     accepted connection of a listener's context until WAIT
+ *            installs it as a descriptor (owned like @skb); released in
+ *            process context only (kernel replies, WAIT)
+ * @conn_fd:  the descriptor WAIT installed (KIND_CONN)
  *
  * A datagram context outside svc->queue and svc->running, in FILL or SEND,
  * belongs to the thread that put it there: withdrawal does not see it and
@@ -374,6 +382,8 @@ struct popup_ctx {
 	u8 hdr[32];
 	u32 hdr_len;
 	u32 kstatus;
+	struct socket *conn;
+	int conn_fd;
 };
 
 /**
@@ -404,7 +414,31 @@ struct popup_ctx {
  * @nkreplies:   entries in @kreplies (svc->lock)
  * @arrivals:    datagrams taken (svc->lock)
  * @kreplied:    replies sent by the kernel (svc->lock)
+ * @kind:        enum popup_sock_kind (invariant)
+ * @saved_state_change: CONN: the sk_state_change replaced at park
+ *               (invariant)
+ * @parent:      CONN: the listener, referenced (invariant)
+ * @conns:       LISTEN: parked connections, by their @proc_node
+ *               (svc->lock); a detach takes them all, a closing
+ *               connection takes itself off
+ * @nconns:      LISTEN: entries in @conns (svc->lock)
+ * @closing:     LISTEN: being detached, parks refused; CONN: off its
+ *               listener's list, @close_work detaches it (svc->lock)
+ * @accept:      LISTEN: the callback saw a connection (svc->lock)
+ * @inflight:    CONN: a stream context exists (svc->lock)
+ * @more:        CONN: an event came while @inflight (svc->lock)
+ * @close_work:  CONN: detaches a connection that ended
+ *
+ * A CONN's @proc_node links it on its listener's @conns instead of a
+ * file's list, and it shares the listener's @area (holding one @active
+ * count of it), @svc and @cpu.
  */
+enum popup_sock_kind {
+	POPUP_SOCK_UDP,		/* datagrams: KIND_DGRAM */
+	POPUP_SOCK_LISTEN,	/* TCP listener: accepts, KIND_CONN */
+	POPUP_SOCK_CONN,	/* parked TCP connection: KIND_STREAM */
+};
+
 struct popup_sock {
 	struct kref refs;
 	struct rcu_head rcu;
@@ -428,6 +462,17 @@ struct popup_sock {
 	u32 nkreplies;
 	u64 arrivals;
 	u64 kreplied;
+
+	enum popup_sock_kind kind;
+	void (*saved_state_change)(struct sock *sk);
+	struct popup_sock *parent;
+	struct list_head conns;
+	u32 nconns;
+	bool closing;
+	bool accept;
+	bool inflight;
+	bool more;
+	struct work_struct close_work;
 };
 
 /*
@@ -512,11 +557,38 @@ void popup_socks_detach(struct popup_proc *proc, struct popup_service *svc);
 void popup_dgram_abort_locked(struct popup_service *svc,
 			      struct popup_ctx *ctx, u32 kstatus,
 			      struct list_head *puts);
-int popup_dgram_fill(struct popup_ctx *ctx);
 int popup_dgram_send(struct popup_ctx *ctx, u32 len);
 void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c);
 void popup_sock_put(struct popup_sock *ps);
 int popup_arrival_show(struct seq_file *m, void *v);
+void popup_sock_kick(struct popup_sock *ps);
+void popup_sock_work(struct work_struct *work);
+int popup_sock_hook(struct popup_sock *ps);
+struct popup_sock *popup_sock_lookup_rcu(struct sock *sk);
+u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx);
+void popup_kreply_queue_locked(struct popup_sock *ps, struct popup_ctx *ctx,
+			       u32 kstatus);
+void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx);
+void popup_socks_detach_list(struct list_head *list);
+int popup_arrival_fill(struct popup_ctx *ctx);
+void popup_arrival_replied(struct popup_ctx *ctx);
+
+/* arrival_tcp.c */
+extern struct workqueue_struct *popup_wq;
+int popup_tcp_attach_check(struct socket *sock);
+void popup_tcp_hook_locked(struct popup_sock *ps);
+void popup_tcp_unhook_locked(struct popup_sock *ps);
+bool popup_tcp_hooked_locked(struct popup_sock *ps);
+void popup_tcp_detached(struct popup_sock *ps);
+void popup_tcp_work(struct popup_sock *ps);
+bool popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx);
+int popup_conn_fill(struct popup_ctx *ctx);
+int popup_stream_fill(struct popup_ctx *ctx);
+int popup_stream_send(struct popup_ctx *ctx, u32 len);
+void popup_stream_done_locked(struct popup_sock *ps);
+void popup_conns_take_locked(struct popup_sock *ps, struct list_head *list);
+int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk);
+int popup_conn_detach(struct popup_proc *proc, u32 conn_id);
 int popup_socks_show(struct seq_file *m, void *v);
 
 #endif /* _POPUP_INTERNAL_H */

@@ -1117,7 +1117,7 @@ TEST_F(arr, attach_detach_errors)
 	static struct popup_attach good;
 	struct popup_attach at;
 	struct popup_target t;
-	int u, u2, tcp, nul, fd2;
+	int u, u2, tcp, us, nul, fd2;
 	__u32 sid2;
 	char name2[80];
 
@@ -1125,14 +1125,17 @@ TEST_F(arr, attach_detach_errors)
 	u = udp_socket(AF_INET);
 	u2 = udp_socket(AF_INET);
 	tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	us = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	ASSERT_LE(0, u);
 	ASSERT_LE(0, tcp);
 
 	EXPECT_EQ(-EBADF, do_attach(s->fd, s->sid, 9999, 0, 0, 0, NULL));
 	EXPECT_EQ(-ENOTSOCK, do_attach(s->fd, s->sid, nul, 0, 0, 0, NULL));
+	/* TCP only as a listener (kmod_tcp); other stream sockets never. */
+	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, tcp, 0, 0, 0, NULL));
 	EXPECT_EQ(-EPROTONOSUPPORT,
-		  do_attach(s->fd, s->sid, tcp, 0, 0, 0, NULL));
+		  do_attach(s->fd, s->sid, us, 0, 0, 0, NULL));
 	EXPECT_EQ(-ENOENT, do_attach(s->fd, 0x7ffffff0, u, 0, 0, 0, NULL));
 	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, u, 4096, 0, 0, NULL));
 	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, u, 0, 65, 0, NULL));
@@ -1203,6 +1206,7 @@ TEST_F(arr, attach_detach_errors)
 	close(u);
 	close(u2);
 	close(tcp);
+	close(us);
 	close(nul);
 }
 

@@ -1,11 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# popupd's native-protocol, arbiter and sub-call suites with popup.ko loaded (run inside
-# scripts/vm): popupd then takes UDP requests through the module's arrival
-# path (--arrival=auto picks it) and exports its services through
-# libpopup's module backend, so the same checks as on the host cover
-# kernel-side arrival, `popupctl call` and `popupctl services` through
+# popupd's native-protocol, arbiter and sub-call suites with popup.ko loaded
+# (run inside scripts/vm): popupd then takes UDP requests and native TCP
+# connections through the module's arrival path (--arrival=auto picks it:
+# the module accepts, popupd parks each connection back, requests arrive as
+# pop-up contexts) and exports its services through libpopup's module
+# backend, so the same checks as on the host cover kernel-side arrival for
+# both protocols, `popupctl call` and `popupctl services` through
 # /dev/popup. (The HTTP suite does not touch the module and its timing
 # checks are not meaningful under TCG emulation; it runs on the host.)
 set -u

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The kernel arrival path for UDP (popupd --arrival=kernel|auto).
+ * The kernel arrival path for UDP and native TCP (popupd
+ * --arrival=kernel|auto).
  *
  * Instead of a worker's epoll loop reading its UDP socket, popup.ko hooks
  * the socket (POPUP_IOC_ATTACH) and turns each datagram into a pop-up
@@ -12,10 +13,21 @@
  * REPLY_WAIT sends it to the peer and waits for the next datagram. One
  * system call per request; no epoll, no recvfrom, no sendto.
  *
+ * Native TCP (when the module has POPUP_FEAT_TCP): each worker's listener
+ * is attached too. The module accepts connections itself and hands each to
+ * a handler thread as a descriptor (KIND_CONN); the thread parks it back
+ * with the module (POPUP_IOC_PARK) and closes its descriptor. From then on
+ * every request frame on the connection arrives like a datagram
+ * (KIND_STREAM: the whole frame in a slot of the listener's receive area)
+ * and REPLY_WAIT writes the answer to the connection. The module closes a
+ * connection on EOF, reset or a malformed frame; HTTP stays on epoll.
+ * Differences from the userspace path: connections count against the
+ * module's POPUP_MAX_CONNS per listener, not max_conns, and the idle and
+ * slow-request timeouts do not apply (a parked connection costs no thread).
+ *
  * The kernel owns the pool rules (idle thread on the arrival CPU first,
  * spawn requests when none is idle, bounded queue with BUSY replies,
- * retirement); this file only starts a thread per spawn request. TCP stays
- * on the userspace path: the module does not accept connections yet.
+ * retirement); this file only starts a thread per spawn request.
  *
  * Threads and data: the receive-area cache is shared by the handler
  * threads under area_lock; everything else a thread touches is its own or
@@ -37,7 +49,7 @@
 #include "uapi/linux/popup.h"
 
 #define ARR_NAME	"popupd.udp"
-#define ARR_MAX_AREAS	POPUP_STATS_MAX_WORKERS
+#define ARR_MAX_AREAS	(2 * POPUP_STATS_MAX_WORKERS)
 #define ARR_MAX_PAYLOAD	(POPUP_MAX_DGRAM - POPUP_WIRE_HDR_LEN)
 
 struct area {
@@ -52,6 +64,8 @@ static struct {
 	bool active;
 	int stopping;		/* atomic */
 	int threads;		/* atomic: handler threads alive */
+	uint32_t max_payload;	/* largest request payload, UDP or TCP */
+	bool tcp;		/* the module has POPUP_FEAT_TCP */
 	pthread_mutex_t area_lock;
 	struct area areas[ARR_MAX_AREAS];
 	unsigned int nareas;
@@ -113,7 +127,7 @@ static struct worker *worker_on_cpu(uint32_t cpu)
 static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char *body,
 			    uint32_t dgram_len, const struct popup_context *ctx,
 			    unsigned char *res, uint32_t res_cap, uint32_t *res_len,
-			    int *status)
+			    int *status, int origin)
 {
 	const struct popup_svc_method *m;
 	struct svc *s;
@@ -135,7 +149,7 @@ static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char 
 
 	struct popup_svc_call call = {
 		.method = m->id,
-		.origin = POPUP_SVC_ORIGIN_UDP,
+		.origin = origin,
 		.req = body,
 		.req_len = h->len,
 		.res = res,
@@ -176,12 +190,13 @@ static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char 
 }
 
 /*
- * Answer one datagram context: the request is @ctx->arg_len bytes at the
- * slot; the reply (header + payload) is written back into the same slot.
- * Returns the reply length, 0 for none (one-way, or nothing to address).
+ * Answer one datagram or stream-request context: the request is
+ * @ctx->arg_len bytes at the slot; the reply (header + payload) is written
+ * back into the same slot. Returns the reply length, 0 for none (one-way,
+ * or nothing to address).
  */
-static uint32_t handle_dgram(const struct popup_context *ctx, unsigned char *tmp,
-			     uint32_t tmp_cap)
+static uint32_t handle_request(const struct popup_context *ctx, unsigned char *tmp,
+			       uint32_t tmp_cap, bool tcp)
 {
 	unsigned char *base = area_get(ctx), *slot;
 	struct popup_wire_hdr h, rep;
@@ -203,10 +218,12 @@ static uint32_t handle_dgram(const struct popup_context *ctx, unsigned char *tmp
 	if (room > tmp_cap)
 		room = tmp_cap;
 	verdict = run_request(&h, slot + POPUP_WIRE_HDR_LEN, ctx->arg_len, ctx, tmp, room,
-			      &res_len, &status);
+			      &res_len, &status,
+			      tcp ? POPUP_SVC_ORIGIN_TCP : POPUP_SVC_ORIGIN_UDP);
 	if (w) {
 		ctr_add(&w->st->requests, 1);
-		ctr_add(&w->st->udp_requests, 1);
+		if (!tcp)
+			ctr_add(&w->st->udp_requests, 1);
 		if (verdict || status)
 			ctr_add(&w->st->errors, 1);
 	}
@@ -221,6 +238,22 @@ static uint32_t handle_dgram(const struct popup_context *ctx, unsigned char *tmp
 	if (rep.len)
 		memcpy(slot + POPUP_WIRE_HDR_LEN, tmp, rep.len);
 	return POPUP_WIRE_HDR_LEN + rep.len;
+}
+
+/* A connection the module accepted: give it back to the module to park. */
+static void park_conn(const struct popup_context *ctx)
+{
+	struct popup_park pk = {
+		.size = sizeof(pk),
+		.fd = ctx->conn_fd,
+		.attach_id = ctx->binding_id,
+	};
+
+	if (ioctl(arr.fd, POPUP_IOC_PARK, &pk)) {
+		pr_warn("arrival: cannot park a TCP connection: %s", strerror(errno));
+		ctr_add(&pd.ctr.conns_refused, 1);
+	}
+	close(ctx->conn_fd);	/* the module holds its own reference */
 }
 
 static void *handler_main(void *arg);
@@ -254,7 +287,7 @@ static void spawn(unsigned int n, int cpu)
 
 static void *handler_main(void *arg)
 {
-	uint32_t tmp_cap = ARR_MAX_PAYLOAD;
+	uint32_t tmp_cap = arr.max_payload;
 	unsigned char *tmp = malloc(tmp_cap);
 	unsigned long cmd = POPUP_IOC_WAIT;
 	struct popup_wait wt;
@@ -281,10 +314,20 @@ static void *handler_main(void *arg)
 			break;
 		if (wt.kind == POPUP_WAIT_KIND_UNMAP) {
 			area_drop(wt.ctx.binding_id);
-		} else if (wt.kind == POPUP_WAIT_KIND_DGRAM) {
+		} else if (wt.kind == POPUP_WAIT_KIND_STREAM &&
+			   (wt.ctx.flags & POPUP_CTX_BADFRAME)) {
+			/* Not our protocol: the module closed it. */
+			ctr_add(&pd.ctr.proto_errors, 1);
 			wt.reply.ctx_id = wt.ctx.ctx_id;
-			wt.reply.result_len = handle_dgram(&wt.ctx, tmp, tmp_cap);
 			cmd = POPUP_IOC_REPLY_WAIT;
+		} else if (wt.kind == POPUP_WAIT_KIND_DGRAM ||
+			   wt.kind == POPUP_WAIT_KIND_STREAM) {
+			wt.reply.ctx_id = wt.ctx.ctx_id;
+			wt.reply.result_len = handle_request(&wt.ctx, tmp, tmp_cap,
+							     wt.kind == POPUP_WAIT_KIND_STREAM);
+			cmd = POPUP_IOC_REPLY_WAIT;
+		} else if (wt.kind == POPUP_WAIT_KIND_CONN) {
+			park_conn(&wt.ctx);
 		}
 	}
 	if (!tmp) {
@@ -354,6 +397,39 @@ static int attach_workers(void)
 }
 
 /*
+ * Attach each worker's native TCP listener. A failure leaves that
+ * listener on the userspace path (its epoll loop still watches it).
+ */
+static void attach_listeners(void)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; i < pd.nr_workers; i++) {
+		struct worker *w = &pd.workers[i];
+		struct popup_attach at = {
+			.size = sizeof(at),
+			.fd = w->tcp_fd,
+			.service_id = arr.sid,
+			.cpu = (uint32_t)w->cpu,
+			.nslots = 64,
+			.slot_size = POPUP_WIRE_HDR_LEN + LIM(max_request),
+		};
+
+		if (w->tcp_fd < 0)
+			continue;
+		if (ioctl(arr.fd, POPUP_IOC_ATTACH, &at)) {
+			pr_warn("arrival: TCP of CPU %d stays in userspace: attach: %s",
+				w->cpu, strerror(errno));
+			continue;
+		}
+		n++;
+	}
+	if (n)
+		pr_info("arrival: native TCP connections of %u workers are accepted by popup.ko",
+			n);
+}
+
+/*
  * Hand every worker's UDP socket to popup.ko. Must run before
  * worker_start(), which then leaves those sockets out of its epoll set.
  * Returns -EOPNOTSUPP when the module (or its arrival feature) is absent.
@@ -378,6 +454,13 @@ int arrival_kernel_start(void)
 	err = attach_workers();
 	if (err)
 		goto err_close;	/* closing the file detaches and withdraws */
+	arr.tcp = ver.features & POPUP_FEAT_TCP;
+	arr.max_payload = ARR_MAX_PAYLOAD;
+	if (arr.tcp) {
+		if (LIM(max_request) > arr.max_payload)
+			arr.max_payload = LIM(max_request);
+		attach_listeners();
+	}
 	arr.active = true;
 	for (unsigned int i = 0; i < pd.nr_workers; i++)
 		spawn(1, pd.workers[i].cpu);

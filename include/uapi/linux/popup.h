@@ -69,6 +69,44 @@
  *   ioctl(fd, POPUP_IOC_DETACH, &target)      (target.id = at.attach_id)
  *   gives the socket back to userspace (datagrams not yet taken stay in
  *   it and wake its readers); closing fd or WITHDRAW detaches as well.
+ *
+ * TCP arrival (POPUP_FEAT_TCP), server side:
+ *   ioctl(fd, POPUP_IOC_ATTACH, &at)   (at.fd: a listening TCP socket)
+ *   the kernel accepts every connection (in process context, from a work
+ *   item scheduled by the listener's sk_data_ready); the pool threads get
+ *     POPUP_WAIT_KIND_CONN:   a new connection: w.ctx.conn_fd is a new
+ *                             descriptor (O_CLOEXEC) in the waiting
+ *                             thread's process, w.ctx.peer_* its peer; no
+ *                             REPLY is expected (the context is finished)
+ *   the server may then hand the connection back to the module:
+ *     ioctl(fd, POPUP_IOC_PARK, &park)  (park.fd, park.attach_id: the
+ *                                        listener's attachment)
+ *   and may close its own descriptor. Each native request (include/popup/
+ *   wire.h: 32-byte header, then len bytes) that arrives on a parked
+ *   connection becomes
+ *     POPUP_WAIT_KIND_STREAM: the whole frame, header included, is at
+ *                             base + w.ctx.slot_offset of the listener's
+ *                             receive area, w.ctx.arg_len bytes;
+ *                             w.ctx.conn_id names the connection; REPLY
+ *                             (_WAIT) writes result_len bytes of the slot
+ *                             to the connection (0: nothing); the
+ *                             connection stays parked
+ *   One request per connection is in flight at a time: the next frame
+ *   (pipelined or not) becomes a context once the reply is sent. The
+ *   module closes a parked connection (counted in /proc/popup/arrival as
+ *   closed, badframe or toobig) on EOF, a reset, bytes without the native
+ *   magic (no reply; a last KIND_STREAM context with POPUP_CTX_BADFRAME
+ *   tells the handler), a frame larger than the slot (TOOBIG reply
+ *   first), or a reply that cannot be written whole. Only the magic and
+ *   the length frame a request: version, flags and the rest are the
+ *   handler's to check. Overload (no slot, or the queue
+ *   full with no idle thread) is answered: a request with a BUSY reply
+ *   (its frame is consumed, the connection stays); a new connection by
+ *   closing it at once (counted as refused), as no request header exists
+ *   yet to answer. DETACH with POPUP_DETACH_CONN and the conn_id gives a
+ *   connection back: its callbacks are restored and the module drops its
+ *   reference (the connection closes unless userspace kept a descriptor).
+ *   Userspace must not accept() on an attached listener.
  * For a KIND_DGRAM context, REPLY (and the reply half of REPLY_WAIT) sends
  * the datagram before returning; @status is not used. A send failure
  * (EAGAIN when the socket's send buffer is full, ENETUNREACH, ...) is
@@ -109,6 +147,7 @@
 #define POPUP_MAX_MAPPED	(256U << 20)	/* A-stack bytes per file (ENOSPC) */
 #define POPUP_MAX_SOCKETS	256		/* attached sockets per file (ENOSPC) */
 #define POPUP_MAX_DGRAM		(64U << 10)	/* slot_size of an attachment */
+#define POPUP_MAX_CONNS		1024		/* parked connections per listener */
 
 /**
  * struct popup_version - POPUP_IOC_VERSION result
@@ -132,6 +171,8 @@ struct popup_version {
 #define POPUP_FEAT_RPC		(1U << 1)
 /* ATTACH/DETACH of UDP sockets, KIND_DGRAM, /proc/popup/{arrival,sockets}. */
 #define POPUP_FEAT_ARRIVAL	(1U << 2)
+/* ATTACH of TCP listeners, KIND_CONN, PARK, KIND_STREAM. */
+#define POPUP_FEAT_TCP		(1U << 3)
 
 /**
  * struct popup_method - one method of an exported interface
@@ -217,8 +258,9 @@ struct popup_export {
 
 /**
  * struct popup_target - argument naming one object by id
- * @id:       service id (WITHDRAW, THREAD_EXIT) or binding id (UNIMPORT)
- * @flags:    zero
+ * @id:       service id (WITHDRAW, THREAD_EXIT), binding id (UNIMPORT),
+ *            attach id or conn id (DETACH)
+ * @flags:    zero; DETACH also takes POPUP_DETACH_CONN
  * @reserved: zero
  */
 struct popup_target {
@@ -358,7 +400,9 @@ struct popup_reply {
  * struct popup_context - a call handed to a handler thread
  * @ctx_id:      context id for REPLY
  * @service_id:  service called
- * @method:      method id
+ * @method:      method id (KIND_CALL), 0 (KIND_DGRAM)
+ * @conn_fd:     KIND_CONN: the new connection's descriptor
+ * @conn_id:     KIND_STREAM: the parked connection (popup_park.conn_id)
  * @binding_id:  caller's binding
  * @slot:        slot index in the binding
  * @arg_len:     argument bytes at @slot_offset in the binding mapping
@@ -391,11 +435,18 @@ struct popup_reply {
  * area (map it as a binding: @map_offset, @map_size, POPUP_CTX_MAP), @max_res
  * is the slot size, @method is 0, @pid, @tid are 0 and @uid, @gid are
  * (__u32)-1 (nobody vouches for a network peer), @priority is 120.
+ * KIND_CONN and KIND_STREAM contexts follow the same rules, with @conn_fd
+ * or @conn_id in place of @method and the TCP peer in @peer_*; KIND_CONN
+ * has @arg_len 0 and needs no REPLY.
  */
 struct popup_context {
 	__u64 ctx_id;
 	__u32 service_id;
-	__u32 method;
+	union {
+		__u32 method;
+		__s32 conn_fd;
+		__u32 conn_id;
+	};
 	__u32 binding_id;
 	__u32 slot;
 	__u32 arg_len;
@@ -422,6 +473,11 @@ struct popup_context {
  * a cached mapping of the same id exists, it is stale).
  */
 #define POPUP_CTX_MAP		(1U << 1)
+/*
+ * KIND_STREAM: the connection sent bytes that are not a native frame (no
+ * magic); the module closed it. @arg_len is 0; reply with result_len 0.
+ */
+#define POPUP_CTX_BADFRAME	(1U << 2)
 
 /**
  * struct popup_wait - POPUP_IOC_WAIT and POPUP_IOC_REPLY_WAIT argument
@@ -482,6 +538,8 @@ struct popup_wait {
 #define POPUP_WAIT_KIND_RETIRE	3	/* leave the pool: exit the thread */
 #define POPUP_WAIT_KIND_UNMAP	4	/* munmap binding @ctx.binding_id */
 #define POPUP_WAIT_KIND_DGRAM	5	/* @ctx is a datagram to answer */
+#define POPUP_WAIT_KIND_CONN	6	/* @ctx is a new TCP connection */
+#define POPUP_WAIT_KIND_STREAM	7	/* @ctx is a request on a parked one */
 
 /* popup_attach.cpu: hand each datagram to a thread on the CPU it came in on. */
 #define POPUP_CPU_ANY		0xffffffffU
@@ -491,7 +549,11 @@ struct popup_wait {
  * @size:       sizeof(struct popup_attach)
  * @flags:      zero
  * @fd:         a UDP socket (AF_INET or AF_INET6, not UDP-Lite, without
- *              UDP_GRO), normally bound with SO_REUSEPORT, one per CPU
+ *              UDP_GRO), normally bound with SO_REUSEPORT, one per CPU;
+ *              or a listening TCP socket (POPUP_FEAT_TCP): see "TCP
+ *              arrival" above; its receive area's slots then carry
+ *              accepted connections not yet taken by a thread and the
+ *              requests of its parked connections
  * @service_id: a service of this file; its pool handles the datagrams
  * @cpu:        the CPU this socket serves: its contexts report it in
  *              popup_context.cpu and go preferably to a handler thread
@@ -503,7 +565,9 @@ struct popup_wait {
  *              thread, is answered BUSY by the kernel
  * @slot_size:  largest datagram, rounded up to a page, at most
  *              POPUP_MAX_DGRAM; 0 selects POPUP_MAX_DGRAM. Larger
- *              datagrams are answered TOOBIG by the kernel
+ *              datagrams are answered TOOBIG by the kernel. A TCP
+ *              listener's largest request frame (header included), at
+ *              most POPUP_MAX_MSG
  * @attach_id:  out: the attachment, for DETACH; also the @binding_id of
  *              its contexts
  * @map_offset: out: mmap() offset of the receive area (@nslots slots of
@@ -527,7 +591,8 @@ struct popup_wait {
  * for a datagram over @slot_size. A request without a valid native header
  * gets no kernel reply (counted as unanswerable in /proc/popup/arrival).
  * Errors: ENOTSOCK (@fd is not a socket), EBADF, EPROTONOSUPPORT (not a
- * UDP socket), EOPNOTSUPP (UDP_GRO enabled), EBUSY (the socket is
+ * UDP socket or a TCP listener), EINVAL (a TCP socket that is not
+ * listening), EOPNOTSUPP (UDP_GRO enabled), EBUSY (the socket is
  * attached already, or another kernel user owns its callbacks), EINVAL
  * (@cpu is not a possible CPU, sizes out of range), ENOSPC
  * (POPUP_MAX_SOCKETS, or POPUP_MAX_MAPPED with the A-stacks), ENOENT,
@@ -547,6 +612,39 @@ struct popup_attach {
 	__u64 reserved[2];
 };
 
+/**
+ * struct popup_park - POPUP_IOC_PARK argument
+ * @size:      sizeof(struct popup_park)
+ * @flags:     zero
+ * @fd:        a connected TCP socket (normally a KIND_CONN descriptor)
+ * @attach_id: a TCP listener attached through this file: its service,
+ *             CPU and receive area serve the connection
+ * @conn_id:   out: the connection, reported in popup_context.conn_id and
+ *             for DETACH with POPUP_DETACH_CONN
+ * @reserved0: zero
+ * @reserved:  zero
+ *
+ * The module takes its own reference to the socket and hooks its
+ * sk_data_ready and sk_state_change until the connection ends, DETACH,
+ * or the listener is detached (WITHDRAW, DETACH, release of the file),
+ * restoring both exactly. Errors: ENOTSOCK, EBADF, EPROTONOSUPPORT (not
+ * TCP), ENOTCONN (not connected), ENOENT (no such TCP listener
+ * attachment), EBUSY (attached already, or another kernel user owns the
+ * callbacks), ENOSPC (POPUP_MAX_CONNS), ENOMEM, and the common ones.
+ */
+struct popup_park {
+	__u32 size;
+	__u32 flags;
+	__s32 fd;
+	__u32 attach_id;
+	__u32 conn_id;
+	__u32 reserved0;
+	__u64 reserved[2];
+};
+
+/* popup_target.flags for DETACH: @id is a parked connection's conn_id. */
+#define POPUP_DETACH_CONN	(1U << 0)
+
 #define POPUP_IOC_VERSION	_IOR(POPUP_IOC_MAGIC, 0x00, struct popup_version)
 #define POPUP_IOC_EXPORT	_IOWR(POPUP_IOC_MAGIC, 0x01, struct popup_export)
 #define POPUP_IOC_WITHDRAW	_IOW(POPUP_IOC_MAGIC, 0x02, struct popup_target)
@@ -560,5 +658,6 @@ struct popup_attach {
 #define POPUP_IOC_THREAD_EXIT	_IOW(POPUP_IOC_MAGIC, 0x0a, struct popup_target)
 #define POPUP_IOC_ATTACH	_IOWR(POPUP_IOC_MAGIC, 0x0b, struct popup_attach)
 #define POPUP_IOC_DETACH	_IOW(POPUP_IOC_MAGIC, 0x0c, struct popup_target)
+#define POPUP_IOC_PARK		_IOWR(POPUP_IOC_MAGIC, 0x0d, struct popup_park)
 
 #endif /* _UAPI_LINUX_POPUP_H */

@@ -1,0 +1,912 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * TCP arrival: connections on popupd's listeners are accepted in the
+ * kernel and handed to handler threads as descriptors; requests on the
+ * connections popupd parks with the module become handler contexts with
+ * the request frame in a slot, so thread-per-request works for TCP
+ * without epoll.
+ *
+ * Design
+ * ======
+ * Listener (ATTACH of a listening TCP socket, POPUP_SOCK_LISTEN): the
+ * module hooks its sk_data_ready, as sunrpc's svcsock hooks its listeners
+ * (svc_tcp_listen_data_ready). The callback (softirq) only queues the
+ * socket's work item: accept needs process context. The work item calls
+ * kernel_accept(O_NONBLOCK) until the accept queue is empty (a batch at a
+ * time), resets each child's sk_data_ready (children are cloned from the
+ * listener with our callback, svc_tcp_accept does the same), and makes
+ * each connection a context that goes through the arrival pool rules of
+ * arrival.c (a slot of the listener's receive area, an idle thread on the
+ * listener's CPU, else queued, spawn requests). The WAIT that returns it,
+ * in the handler's own thread and process, installs the socket as a new
+ * descriptor (sock_alloc_file, fd_install, O_CLOEXEC) and finishes the
+ * context at once: KIND_CONN needs no reply. A connection that finds the
+ * pool overloaded is closed at once and counted as refused: no request
+ * header exists yet to answer BUSY to.
+ *
+ * Parked connection (PARK, POPUP_SOCK_CONN): the module takes a reference
+ * to the connection's file and hooks sk_data_ready and sk_state_change
+ * (the latter for resets, which wake no reader). It shares the listener's
+ * service, CPU and receive area (one @active count of it) and is linked on
+ * the listener's @conns list, so detaching the listener (DETACH, WITHDRAW,
+ * release of the file) detaches its connections too. At most one stream
+ * context per connection exists (@inflight); an event while one exists
+ * sets @more, and finishing the context re-arms the connection through
+ * its work item. Flow of one request:
+ *   1. softirq, sk_data_ready: nothing in flight: allocate a context
+ *      (GFP_ATOMIC; on failure the work item does it) and apply the pool
+ *      rules (arg_len unknown yet).
+ *   2. WAIT, in the handler's thread (state FILL, svc->lock dropped):
+ *      peek the 32-byte native header (include/popup/wire.h), check its
+ *      magic and length (framing only, like popupd's own reader), and
+ *      read the whole frame into the slot only once tcp_inq() shows all
+ *      of it; an incomplete frame finishes the context silently (the
+ *      next data_ready brings a new one) unless the peer has ended. Bytes
+ *      left after the frame set @more. EOF, a reset or an oversized frame
+ *      (a TOOBIG reply first) close the connection: it is taken off its
+ *      listener's list and @close_work detaches it (a grace period is
+ *      waited for there, not in the handler). Bytes without the magic
+ *      close it too, and reach the handler as a POPUP_CTX_BADFRAME
+ *      context so that it can count them.
+ *   3. REPLY writes result_len bytes of the slot to the connection
+ *      (kernel_sendmsg, waiting for send-buffer room; a short write, e.g.
+ *      on a signal, closes the connection) and re-arms it.
+ * Overload (no slot, or the queue full with no idle thread): the context
+ * goes to the connection's kernel-reply list; the work item consumes the
+ * frame once whole and answers BUSY with its header.
+ *
+ * Detach of either kind: arrival.c's popup_socks_detach_list() unhooks
+ * (restoring every callback that is still ours), waits a grace period,
+ * flushes the work item, then popup_tcp_detached(): a listener's children
+ * still in its accept queue get the listener's own callback back, and
+ * readers are woken if bytes or connections are left for userspace.
+ *
+ * Locking: as arrival.c. A connection's callbacks run with the socket's
+ * spinlock held (bh_lock_sock) or with the socket owned, and take
+ * svc->lock inside; nothing takes a socket lock with svc->lock held.
+ * @conns, @nconns, @closing, @inflight, @more and @accept are under
+ * svc->lock; a connection is detached by whoever takes it off its
+ * listener's list (setting @closing) under that lock: a closing
+ * connection's @close_work, DETACH with POPUP_DETACH_CONN, or the
+ * listener's detach.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/net.h>
+#include <linux/skbuff.h>
+#include <linux/slab.h>
+#include <net/inet_connection_sock.h>
+#include <net/request_sock.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <asm/unaligned.h>
+
+#include "popup_internal.h"
+
+#define POPUP_ACCEPT_BATCH	64	/* connections per run of the worker */
+
+/* Ids of parked connections; unique per listener is what DETACH needs. */
+static atomic_t popup_conn_ids = ATOMIC_INIT(0);
+
+/*
+ * The callback every TCP listener had before we hooked it (the core's
+ * sock_def_readable unless another user changed it), for a child that
+ * inherited ours and was accepted by someone other than our worker.
+ */
+static void (*popup_tcp_def_ready)(struct sock *sk) __read_mostly;
+
+static void popup_tcp_listen_ready(struct sock *sk);
+static void popup_tcp_conn_ready(struct sock *sk);
+static void popup_tcp_conn_state(struct sock *sk);
+
+/* ATTACH: is @sock a TCP listener? */
+int popup_tcp_attach_check(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	if (sk->sk_protocol != IPPROTO_TCP ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		return -EPROTONOSUPPORT;
+	if (READ_ONCE(sk->sk_state) != TCP_LISTEN)
+		return -EINVAL;
+	return 0;
+}
+
+/* Under lock_sock and sk_callback_lock (write), @ps in the hash. */
+void popup_tcp_hook_locked(struct popup_sock *ps)
+{
+	struct sock *sk = ps->sk;
+
+	if (ps->kind == POPUP_SOCK_LISTEN) {
+		if (!READ_ONCE(popup_tcp_def_ready))
+			WRITE_ONCE(popup_tcp_def_ready, ps->saved_data_ready);
+		WRITE_ONCE(sk->sk_data_ready, popup_tcp_listen_ready);
+		return;
+	}
+	ps->saved_state_change = sk->sk_state_change;
+	WRITE_ONCE(sk->sk_data_ready, popup_tcp_conn_ready);
+	WRITE_ONCE(sk->sk_state_change, popup_tcp_conn_state);
+}
+
+/* Under lock_sock and sk_callback_lock (write): put back what is ours. */
+void popup_tcp_unhook_locked(struct popup_sock *ps)
+{
+	struct sock *sk = ps->sk;
+
+	if (ps->kind == POPUP_SOCK_LISTEN) {
+		if (sk->sk_data_ready == popup_tcp_listen_ready)
+			WRITE_ONCE(sk->sk_data_ready, ps->saved_data_ready);
+		return;
+	}
+	if (sk->sk_data_ready == popup_tcp_conn_ready)
+		WRITE_ONCE(sk->sk_data_ready, ps->saved_data_ready);
+	if (sk->sk_state_change == popup_tcp_conn_state)
+		WRITE_ONCE(sk->sk_state_change, ps->saved_state_change);
+}
+
+/* A child cloned with the listener's callback: give it the core's. */
+static void popup_tcp_child_reset(struct sock *child,
+				  void (*ready)(struct sock *sk))
+{
+	write_lock_bh(&child->sk_callback_lock);
+	if (child->sk_data_ready == popup_tcp_listen_ready)
+		WRITE_ONCE(child->sk_data_ready, ready);
+	write_unlock_bh(&child->sk_callback_lock);
+}
+
+/* Not (or no longer) ours: pass the event on to whoever has it now. */
+static void popup_tcp_fallback(struct sock *sk, bool state)
+{
+	void (*fn)(struct sock *sk);
+	void (*def)(struct sock *sk);
+
+	read_lock_bh(&sk->sk_callback_lock);
+	fn = state ? sk->sk_state_change : sk->sk_data_ready;
+	read_unlock_bh(&sk->sk_callback_lock);
+	if (fn == popup_tcp_conn_ready || fn == popup_tcp_conn_state)
+		return;		/* being unhooked: the detach wakes readers */
+	if (fn == popup_tcp_listen_ready) {
+		/* An inherited callback on a child nobody of ours tracks. */
+		def = READ_ONCE(popup_tcp_def_ready);
+		if (!def)
+			return;
+		popup_tcp_child_reset(sk, def);
+		fn = def;
+	}
+	fn(sk);
+}
+
+/* The peer of connection @sk, as getpeername reports it, without locks. */
+static void popup_tcp_peer(struct sock *sk, struct popup_ctx *ctx)
+{
+	const struct inet_sock *inet = inet_sk(sk);
+
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ctx->peer;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = inet->inet_dport;
+		sin6->sin6_flowinfo = 0;
+		sin6->sin6_addr = sk->sk_v6_daddr;
+		sin6->sin6_scope_id = 0;
+		ctx->peer_len = sizeof(*sin6);
+		return;
+	}
+#endif
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ctx->peer;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = inet->inet_dport;
+		sin->sin_addr.s_addr = inet->inet_daddr;
+		ctx->peer_len = sizeof(*sin);
+	}
+}
+
+/* Common fields of a context of @ps; takes a reference to @ps. */
+static void popup_tcp_ctx_init(struct popup_sock *ps, struct popup_ctx *ctx)
+{
+	kref_get(&ps->refs);
+	ctx->psock = ps;
+	ctx->binding = ps->area;
+	ctx->method = &ps->method;
+	ctx->prio = DEFAULT_PRIO;
+	ctx->cpu = ps->cpu >= 0 ? ps->cpu : raw_smp_processor_id();
+}
+
+/* ---- listeners ---- */
+
+/* sk_data_ready of an attached listener: a child is in its accept queue. */
+static void popup_tcp_listen_ready(struct sock *sk)
+{
+	struct popup_sock *ps;
+	bool kick = false;
+
+	rcu_read_lock();
+	ps = popup_sock_lookup_rcu(sk);
+	if (ps && ps->kind == POPUP_SOCK_LISTEN) {
+		spin_lock_bh(&ps->svc->lock);
+		if (!ps->detached) {
+			ps->accept = true;
+			kick = true;
+		}
+		spin_unlock_bh(&ps->svc->lock);
+		if (kick)
+			popup_sock_kick(ps);
+		rcu_read_unlock();
+		return;
+	}
+	rcu_read_unlock();
+	popup_tcp_fallback(sk, false);
+}
+
+/* Worker: accept what is queued; each connection becomes a context. */
+static void popup_tcp_accept(struct popup_sock *ps)
+{
+	struct popup_service *svc = ps->svc;
+	struct popup_ctx *ctx;
+	struct socket *nsock;
+	u32 kstatus;
+	int n;
+
+	for (n = 0; n < POPUP_ACCEPT_BATCH; n++) {
+		if (READ_ONCE(ps->detached))
+			return;
+		if (kernel_accept(ps->sock, &nsock, O_NONBLOCK))
+			return;		/* EAGAIN: the queue is empty */
+		popup_tcp_child_reset(nsock->sk, ps->saved_data_ready);
+		popup_arr_inc(POPUP_ARR_ACCEPTS);
+		popup_arr_inc(POPUP_ARR_ARRIVALS);
+		ctx = popup_ctx_alloc(GFP_KERNEL);
+		if (!ctx) {
+			popup_arr_inc(POPUP_ARR_LOST);
+			sock_release(nsock);
+			continue;
+		}
+		ctx->conn = nsock;
+		popup_tcp_peer(nsock->sk, ctx);
+		popup_tcp_ctx_init(ps, ctx);
+		spin_lock_bh(&svc->lock);
+		kstatus = popup_arrive_locked(ps, ctx);
+		spin_unlock_bh(&svc->lock);
+		if (kstatus) {
+			popup_arr_inc(POPUP_ARR_REFUSED);
+			popup_ctx_put(ctx);	/* closes the connection */
+		}
+		cond_resched();
+	}
+	/* More may be queued: come back after the others' work. */
+	spin_lock_bh(&svc->lock);
+	ps->accept = true;
+	spin_unlock_bh(&svc->lock);
+	popup_sock_kick(ps);
+}
+
+/*
+ * WAIT, in the handler's own thread, a listener's context in FILL: install
+ * the connection as a descriptor of this process.
+ */
+int popup_conn_fill(struct popup_ctx *ctx)
+{
+	struct socket *sock = ctx->conn;
+	struct file *file;
+	int fd;
+
+	ctx->conn = NULL;
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		popup_arr_inc(POPUP_ARR_REFUSED);
+		sock_release(sock);
+		return fd;
+	}
+	file = sock_alloc_file(sock, 0, NULL);	/* releases sock on error */
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		popup_arr_inc(POPUP_ARR_REFUSED);
+		return PTR_ERR(file);
+	}
+	fd_install(fd, file);
+	ctx->conn_fd = fd;
+	return 0;
+}
+
+/* ---- parked connections ---- */
+
+/*
+ * Start a stream context for connection @ps, whose @inflight the caller
+ * set. Any context.
+ */
+static void popup_stream_new(struct popup_sock *ps, gfp_t gfp)
+{
+	struct popup_service *svc = ps->svc;
+	struct popup_ctx *ctx;
+	u32 kstatus;
+
+	ctx = popup_ctx_alloc(gfp);
+	spin_lock_bh(&svc->lock);
+	if (!ctx) {
+		if (gfp == GFP_ATOMIC) {
+			popup_arr_inc(POPUP_ARR_NOMEM);
+			ps->drain = true;	/* the worker tries again */
+			popup_sock_kick(ps);
+		} else {
+			popup_arr_inc(POPUP_ARR_LOST);
+			ps->inflight = false;	/* the next event tries */
+		}
+	} else if (ps->detached || ps->closing) {
+		ps->inflight = false;
+	} else {
+		popup_arr_inc(POPUP_ARR_ARRIVALS);
+		popup_tcp_ctx_init(ps, ctx);
+		popup_tcp_peer(ps->sk, ctx);
+		kstatus = popup_arrive_locked(ps, ctx);
+		if (kstatus)
+			popup_kreply_queue_locked(ps, ctx, kstatus);
+		ctx = NULL;
+	}
+	spin_unlock_bh(&svc->lock);
+	if (ctx)
+		popup_ctx_put(ctx);
+}
+
+/* An event on connection @sk: a request, EOF, or a reset. */
+static void popup_tcp_conn_event(struct sock *sk, bool state)
+{
+	struct popup_sock *ps;
+	bool go = false;
+
+	rcu_read_lock();
+	ps = popup_sock_lookup_rcu(sk);
+	if (!ps || ps->kind != POPUP_SOCK_CONN) {
+		rcu_read_unlock();
+		popup_tcp_fallback(sk, state);
+		return;
+	}
+	if (state)	/* whoever waits on the socket's own queue */
+		ps->saved_state_change(sk);
+	spin_lock_bh(&ps->svc->lock);
+	if (ps->detached || ps->closing) {
+		go = false;
+	} else if (ps->inflight) {
+		ps->more = true;
+	} else {
+		ps->inflight = true;
+		go = true;
+	}
+	spin_unlock_bh(&ps->svc->lock);
+	if (go)
+		popup_stream_new(ps, GFP_ATOMIC);
+	rcu_read_unlock();
+}
+
+static void popup_tcp_conn_ready(struct sock *sk)
+{
+	popup_tcp_conn_event(sk, false);
+}
+
+/* Resets and FINs make a context; other transitions only wake. */
+static void popup_tcp_conn_state(struct sock *sk)
+{
+	int st = READ_ONCE(sk->sk_state);
+	struct popup_sock *ps;
+
+	if (READ_ONCE(sk->sk_err) || st == TCP_CLOSE || st == TCP_CLOSE_WAIT) {
+		popup_tcp_conn_event(sk, true);
+		return;
+	}
+	rcu_read_lock();
+	ps = popup_sock_lookup_rcu(sk);
+	if (ps && ps->kind == POPUP_SOCK_CONN) {
+		ps->saved_state_change(sk);
+		rcu_read_unlock();
+		return;
+	}
+	rcu_read_unlock();
+	popup_tcp_fallback(sk, true);
+}
+
+/*
+ * The stream context of @ps is finished: let the next one come, now if
+ * an event or bytes are waiting (through the worker).
+ */
+void popup_stream_done_locked(struct popup_sock *ps)
+{
+	lockdep_assert_held(&ps->svc->lock);
+	ps->inflight = false;
+	if (ps->more && !ps->detached && !ps->closing) {
+		ps->more = false;
+		ps->inflight = true;
+		ps->drain = true;
+		popup_sock_kick(ps);
+	}
+}
+
+static int popup_stream_discard(struct popup_sock *ps, u32 len);
+
+/*
+ * Detach a connection that ended or broke the protocol. Input still
+ * queued is read and dropped first and our direction is shut down, so
+ * the peer sees an orderly close (a socket closed with unread input would
+ * answer a reset), whoever still holds a descriptor of it.
+ */
+static void popup_conn_close_work(struct work_struct *work)
+{
+	struct popup_sock *ps = container_of(work, struct popup_sock,
+					     close_work);
+	struct sock *sk = ps->sk;
+	LIST_HEAD(list);
+	int avail;
+
+	lock_sock(sk);
+	avail = tcp_inq(sk);
+	release_sock(sk);
+	if (avail > 0)
+		popup_stream_discard(ps, min_t(u32, avail, POPUP_MAX_MSG));
+	kernel_sock_shutdown(ps->sock, SHUT_WR);
+	list_add_tail(&ps->proc_node, &list);
+	popup_socks_detach_list(&list);
+	popup_sock_put(ps);		/* the work's reference */
+}
+
+/* The connection ended (@stat says why): detach it unless another does. */
+static void popup_conn_close(struct popup_sock *ps, enum popup_arr_stat stat)
+{
+	struct popup_service *svc = ps->svc;
+	bool own;
+
+	spin_lock_bh(&svc->lock);
+	own = !ps->closing;
+	if (own) {
+		ps->closing = true;
+		list_del_init(&ps->proc_node);
+		ps->parent->nconns--;
+	}
+	spin_unlock_bh(&svc->lock);
+	if (!own)
+		return;
+	popup_arr_inc(stat);
+	kref_get(&ps->refs);
+	queue_work(popup_wq, &ps->close_work);
+}
+
+/* Listener detach: its connections join @list (linked by proc_node). */
+void popup_conns_take_locked(struct popup_sock *ps, struct list_head *list)
+{
+	struct popup_sock *c, *tmp;
+
+	lockdep_assert_held(&ps->svc->lock);
+	ps->closing = true;
+	list_for_each_entry_safe(c, tmp, &ps->conns, proc_node) {
+		c->closing = true;
+		list_move_tail(&c->proc_node, list);
+	}
+	ps->nconns = 0;
+}
+
+/* Discard @len bytes at the head of @ps's stream. */
+static int popup_stream_discard(struct popup_sock *ps, u32 len)
+{
+	u8 buf[256];
+	struct kvec kv;
+	struct msghdr msg = {};
+	int ret;
+
+	while (len) {
+		kv.iov_base = buf;
+		kv.iov_len = min_t(u32, len, sizeof(buf));
+		ret = kernel_recvmsg(ps->sock, &msg, &kv, 1, kv.iov_len,
+				     MSG_DONTWAIT);
+		if (ret <= 0)
+			return ret ?: -EIO;
+		len -= ret;
+	}
+	return 0;
+}
+
+#define POPUP_KVECS	16	/* pages per kernel_{recv,send}msg */
+
+/*
+ * Point @kv (POPUP_KVECS entries) at bytes @off.. of @ctx's slot, up to
+ * @len; returns the bytes covered, *@n the entries used.
+ */
+static u32 popup_slot_kvec(struct popup_ctx *ctx, struct kvec *kv, u32 off,
+			   u32 len, unsigned int *n)
+{
+	struct popup_binding *b = ctx->binding;
+	u64 pos = (u64)ctx->slot * b->slot_size;
+	u32 start = off;
+
+	for (*n = 0; off < len && *n < POPUP_KVECS; (*n)++) {
+		u64 at = pos + off;
+		u32 poff = offset_in_page(at);
+
+		kv[*n].iov_base = page_address(b->pages[at >> PAGE_SHIFT]) +
+				  poff;
+		kv[*n].iov_len = min_t(u32, len - off, PAGE_SIZE - poff);
+		off += kv[*n].iov_len;
+	}
+	return off - start;
+}
+
+/*
+ * Take the frame at the head of @ctx's connection, into its slot if @keep,
+ * else discarded; its header goes to @ctx->hdr. Process context. Returns
+ * 0, 1 if the frame is not whole yet, or a negative error after which the
+ * connection must be closed (the counter to use in @why).
+ */
+static int popup_stream_take(struct popup_ctx *ctx, bool keep,
+			     enum popup_arr_stat *why)
+{
+	struct kvec kv[POPUP_KVECS];
+	struct popup_sock *ps = ctx->psock;
+	struct sock *sk = ps->sk;
+	struct msghdr msg = {};
+	u8 *h = ctx->hdr;
+	unsigned int n;
+	u32 off, got;
+	u64 total;
+	int ret, avail;
+	bool ended;
+
+	/*
+	 * Read first: if the peer had ended, what we see next is all (the
+	 * peek below takes the socket lock, which orders it after this).
+	 */
+	ended = (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
+		READ_ONCE(sk->sk_err);
+	*why = POPUP_ARR_CLOSED;
+	kv[0].iov_base = h;
+	kv[0].iov_len = POPUP_WIRE_HDR_LEN;
+	ret = kernel_recvmsg(ps->sock, &msg, kv, 1, POPUP_WIRE_HDR_LEN,
+			     MSG_PEEK | MSG_DONTWAIT);
+	if (ret == -EAGAIN)
+		return ended ? -ECONNRESET : 1;
+	if (ret <= 0)
+		return ret ?: -ECONNRESET;	/* EOF, reset */
+	if (ret < POPUP_WIRE_HDR_LEN)
+		return ended ? -ECONNRESET : 1;	/* truncated for good */
+	/*
+	 * Framing needs only the magic and the length; the rest is the
+	 * handler's to judge, as on popupd's userspace path.
+	 */
+	ctx->hdr_len = POPUP_WIRE_HDR_LEN;
+	if (get_unaligned_be32(h) != POPUP_WIRE_MAGIC) {
+		ctx->hdr_len = 0;		/* nothing to answer */
+		*why = POPUP_ARR_BADFRAME;
+		return -EPROTO;
+	}
+	total = POPUP_WIRE_HDR_LEN + (u64)get_unaligned_be32(h + 24);
+	if (total > ctx->binding->slot_size) {
+		ctx->kstatus = POPUP_WIRE_TOOBIG;
+		popup_kreply_send(ps, ctx);
+		*why = POPUP_ARR_TOOBIG;
+		return -EMSGSIZE;
+	}
+	lock_sock(sk);
+	avail = tcp_inq(sk);
+	release_sock(sk);
+	if (avail < total)
+		return ended ? -ECONNRESET : 1;
+	if (keep) {
+		for (off = 0; off < total; off += got) {
+			got = popup_slot_kvec(ctx, kv, off, total, &n);
+			ret = kernel_recvmsg(ps->sock, &msg, kv, n, got,
+					     MSG_DONTWAIT);
+			if (ret != got)
+				return ret < 0 ? ret : -EIO;
+		}
+	} else {
+		ret = popup_stream_discard(ps, total);
+		if (ret)
+			return ret;
+	}
+	ctx->arg_len = total;
+	lock_sock(sk);
+	avail = tcp_inq(sk);
+	release_sock(sk);
+	if (avail > 0) {		/* pipelined: no event will tell */
+		spin_lock_bh(&ps->svc->lock);
+		ps->more = true;
+		spin_unlock_bh(&ps->svc->lock);
+	}
+	return 0;
+}
+
+/*
+ * WAIT, in the handler's thread, a connection's context in FILL: read the
+ * request frame into the slot. An error: no context for the handler
+ * (-EAGAIN: the frame is not whole yet). Bytes that are no frame at all
+ * still reach the handler, flagged POPUP_CTX_BADFRAME with no bytes, so
+ * that it can count the protocol error; the connection is closed.
+ */
+int popup_stream_fill(struct popup_ctx *ctx)
+{
+	enum popup_arr_stat why;
+	int ret;
+
+	ret = popup_stream_take(ctx, true, &why);
+	if (ret > 0)
+		return -EAGAIN;
+	if (ret < 0)
+		popup_conn_close(ctx->psock, why);
+	if (ret == -EPROTO) {
+		ctx->flags |= POPUP_CTX_BADFRAME;
+		ctx->arg_len = 0;
+		return 0;
+	}
+	return ret;
+}
+
+/* REPLY of a stream context: write @len bytes of its slot, all of them. */
+int popup_stream_send(struct popup_ctx *ctx, u32 len)
+{
+	struct kvec kv[POPUP_KVECS];
+	struct msghdr msg = {};
+	unsigned int n;
+	u32 off, got;
+	int ret = 0;
+
+	for (off = 0; off < len; off += got) {
+		got = popup_slot_kvec(ctx, kv, off, len, &n);
+		msg.msg_flags = MSG_NOSIGNAL | (off + got < len ? MSG_MORE : 0);
+		ret = kernel_sendmsg(ctx->psock->sock, &msg, kv, n, got);
+		if (ret != got)
+			break;
+	}
+	if (off < len) {
+		popup_arr_inc(POPUP_ARR_TXERR);
+		popup_conn_close(ctx->psock, POPUP_ARR_CLOSED);
+		if (ret >= 0 || ret == -ENOENT || ret == -EINVAL)
+			return -EIO;
+		return ret;
+	}
+	popup_arr_inc(POPUP_ARR_REPLIES);
+	return 0;
+}
+
+/*
+ * Worker, a kernel reply due for @ctx of a TCP socket: close an accepted
+ * connection nobody took; consume a request frame not yet read. Returns
+ * true if the caller is to send the reply header.
+ */
+bool popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx)
+{
+	enum popup_arr_stat why;
+	bool send = true;
+	int ret;
+
+	if (ps->kind == POPUP_SOCK_LISTEN) {
+		if (ctx->conn) {	/* not installed yet: close it */
+			popup_arr_inc(POPUP_ARR_REFUSED);
+			sock_release(ctx->conn);
+			ctx->conn = NULL;
+		}
+		return false;
+	}
+	if (!ctx->hdr_len) {
+		if (READ_ONCE(ps->detached) || READ_ONCE(ps->closing)) {
+			send = false;	/* the stream is no longer ours */
+		} else {
+			ret = popup_stream_take(ctx, false, &why);
+			if (ret < 0)
+				popup_conn_close(ps, why);
+			send = !ret;
+		}
+	}
+	spin_lock_bh(&ps->svc->lock);
+	popup_stream_done_locked(ps);
+	spin_unlock_bh(&ps->svc->lock);
+	return send;
+}
+
+/* Worker part for TCP sockets: accepts, and deferred stream contexts. */
+void popup_tcp_work(struct popup_sock *ps)
+{
+	struct popup_service *svc = ps->svc;
+	bool accept, drain;
+
+	spin_lock_bh(&svc->lock);
+	accept = ps->accept && !ps->detached;
+	ps->accept = false;
+	drain = ps->drain && !ps->detached;
+	ps->drain = false;
+	spin_unlock_bh(&svc->lock);
+	if (ps->kind == POPUP_SOCK_LISTEN && accept)
+		popup_tcp_accept(ps);
+	if (ps->kind == POPUP_SOCK_CONN && drain)
+		popup_stream_new(ps, GFP_KERNEL);
+}
+
+/*
+ * Detach, after the grace period and the work: give userspace back what
+ * is left. Children still in a listener's accept queue were cloned with
+ * our callback: they get the listener's own.
+ */
+void popup_tcp_detached(struct popup_sock *ps)
+{
+	struct sock *sk = ps->sk;
+
+	if (ps->kind == POPUP_SOCK_LISTEN) {
+		struct request_sock_queue *q = &inet_csk(sk)->icsk_accept_queue;
+		struct request_sock *req;
+
+		spin_lock_bh(&q->rskq_lock);
+		for (req = q->rskq_accept_head; req; req = req->dl_next)
+			if (req->sk)
+				popup_tcp_child_reset(req->sk,
+						      ps->saved_data_ready);
+		spin_unlock_bh(&q->rskq_lock);
+		if (!reqsk_queue_empty(q))
+			ps->saved_data_ready(sk);
+		return;
+	}
+	if (!skb_queue_empty_lockless(&sk->sk_receive_queue))
+		ps->saved_data_ready(sk);
+}
+
+/* Check the socket of @pk and take a reference to it. */
+static struct socket *popup_park_sock(const struct popup_park *pk)
+{
+	struct socket *sock;
+	struct sock *sk;
+	int err, st;
+
+	sock = sockfd_lookup(pk->fd, &err);
+	if (!sock)
+		return ERR_PTR(err);
+	sk = sock->sk;
+	err = -EPROTONOSUPPORT;
+	if (!sk || sk->sk_type != SOCK_STREAM ||
+	    sk->sk_protocol != IPPROTO_TCP ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		goto err_put;
+	err = -ENOTCONN;
+	st = READ_ONCE(sk->sk_state);
+	if (st != TCP_ESTABLISHED && st != TCP_CLOSE_WAIT)
+		goto err_put;
+	return sock;
+
+err_put:
+	sockfd_put(sock);
+	return ERR_PTR(err);
+}
+
+/* Link new connection @ps to listener @l of @proc (proc->lock held). */
+static int popup_conn_link(struct popup_proc *proc, struct popup_sock *ps,
+			   u32 attach_id)
+{
+	struct popup_service *svc;
+	struct popup_sock *l;
+	int ret = -ENOENT;
+
+	lockdep_assert_held(&proc->lock);
+	list_for_each_entry(l, &proc->socks, proc_node)
+		if (l->id == attach_id && l->kind == POPUP_SOCK_LISTEN)
+			goto found;
+	return -ENOENT;
+found:
+	svc = l->svc;
+	spin_lock_bh(&svc->lock);
+	if (l->closing || l->detached || svc->dead)
+		goto out;
+	ret = -ENOSPC;
+	if (l->nconns >= POPUP_MAX_CONNS)
+		goto out;
+	kref_get(&l->refs);
+	ps->parent = l;
+	kref_get(&svc->refs);
+	ps->svc = svc;
+	ps->area = l->area;
+	l->area->active++;		/* dropped by the detach */
+	ps->cpu = l->cpu;
+	ps->method = l->method;
+	list_add_tail(&ps->proc_node, &l->conns);
+	l->nconns++;
+	ret = 0;
+out:
+	spin_unlock_bh(&svc->lock);
+	return ret;
+}
+
+int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk)
+{
+	struct popup_service *svc;
+	struct popup_sock *ps;
+	struct socket *sock;
+	LIST_HEAD(puts);
+	int ret;
+
+	if (pk->flags || pk->reserved0 || pk->reserved[0] || pk->reserved[1])
+		return -EINVAL;
+	sock = popup_park_sock(pk);
+	if (IS_ERR(sock))
+		return PTR_ERR(sock);
+	ps = kzalloc(sizeof(*ps), GFP_KERNEL_ACCOUNT);
+	if (!ps) {
+		sockfd_put(sock);
+		return -ENOMEM;
+	}
+	kref_init(&ps->refs);
+	INIT_HLIST_NODE(&ps->hash_node);
+	INIT_LIST_HEAD(&ps->proc_node);
+	INIT_LIST_HEAD(&ps->kreplies);
+	INIT_LIST_HEAD(&ps->conns);
+	INIT_WORK(&ps->work, popup_sock_work);
+	INIT_WORK(&ps->close_work, popup_conn_close_work);
+	ps->kind = POPUP_SOCK_CONN;
+	ps->sock = sock;
+	ps->sk = sock->sk;
+	ps->family = sock->sk->sk_family;
+	do {
+		ps->id = (u32)atomic_inc_return(&popup_conn_ids);
+	} while (!ps->id);
+
+	mutex_lock(&proc->lock);
+	ret = proc->dead ? -EBADF : popup_conn_link(proc, ps, pk->attach_id);
+	if (ret) {
+		mutex_unlock(&proc->lock);
+		sockfd_put(sock);
+		kfree(ps);
+		return ret;
+	}
+	svc = ps->svc;
+	ret = popup_sock_hook(ps);
+	if (ret) {
+		spin_lock_bh(&svc->lock);
+		list_del_init(&ps->proc_node);
+		ps->parent->nconns--;
+		popup_binding_active_put_locked(ps->area, &puts);
+		spin_unlock_bh(&svc->lock);
+		mutex_unlock(&proc->lock);
+		popup_binding_put_list(&puts);
+		popup_sock_put(ps);
+		return ret;
+	}
+	mutex_unlock(&proc->lock);
+	pk->conn_id = ps->id;
+
+	/* A request may have come before the hook: look now. */
+	spin_lock_bh(&svc->lock);
+	if (!ps->inflight && !ps->closing) {
+		ps->inflight = true;
+		ps->drain = true;
+		popup_sock_kick(ps);
+	}
+	spin_unlock_bh(&svc->lock);
+	return 0;
+}
+
+/* DETACH with POPUP_DETACH_CONN: give connection @conn_id back. */
+int popup_conn_detach(struct popup_proc *proc, u32 conn_id)
+{
+	struct popup_sock *l, *c;
+	LIST_HEAD(list);
+
+	mutex_lock(&proc->lock);
+	list_for_each_entry(l, &proc->socks, proc_node) {
+		if (l->kind != POPUP_SOCK_LISTEN)
+			continue;
+		spin_lock_bh(&l->svc->lock);
+		list_for_each_entry(c, &l->conns, proc_node) {
+			if (c->id != conn_id || c->closing)
+				continue;
+			c->closing = true;
+			list_move_tail(&c->proc_node, &list);
+			l->nconns--;
+			break;
+		}
+		spin_unlock_bh(&l->svc->lock);
+		if (!list_empty(&list))
+			break;
+	}
+	mutex_unlock(&proc->lock);
+	if (list_empty(&list))
+		return -ENOENT;
+	popup_socks_detach_list(&list);
+	return 0;
+}

@@ -1,0 +1,1253 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * popup.ko kernel-side TCP arrival: connections on attached listeners are
+ * accepted in the kernel and handed to handler threads as descriptors
+ * (KIND_CONN); the threads PARK them back with the module and close their
+ * descriptor; each native request on a parked connection becomes a
+ * KIND_STREAM context with the frame in the listener's receive area,
+ * answered by REPLY_WAIT, so the handlers never call accept, epoll or read.
+ *
+ * The in-test server attaches one loopback listener per CPU (a client
+ * pinned to CPU k connects to listener k, whose contexts report CPU k) and
+ * answers in the native wire format: ECHO gives x * 3 + 1 with the
+ * context's CPU, the handler's CPU and the peer it saw; SLEEP sleeps x ms
+ * first; BLOCK waits for the test's gate.
+ *
+ * Cases: results and handling CPU per CPU and the counters of
+ * /proc/popup/arrival; bursts that force spawns and queueing; overload
+ * answered BUSY on parked connections and refused connections, TOOBIG and
+ * malformed frames; peers resetting mid-request; the server killed with
+ * requests in flight (connections closed, the listener's callback back so
+ * a plain accept works, the module unloads); DETACH under load and the
+ * hand-back of one connection with POPUP_DETACH_CONN; rmmod refused while
+ * a listener is attached; ATTACH/PARK/DETACH errors.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+#include "popup_test.h"
+#include "popup/wire.h"
+#include "uapi/linux/popup.h"
+
+#define MAX_CPUS	16
+#define M_ECHO		1
+#define M_SLEEP		2
+#define M_BLOCK		3
+#define SLOT		4096
+
+static struct popup_method methods[] = {
+	{ .id = 1, .max_arg = 64, .max_res = 64 },
+};
+
+struct echo_res {
+	uint64_t val;
+	uint32_t ctx_cpu;
+	uint32_t run_cpu;
+	uint16_t peer_port;
+	uint16_t peer_family;
+	uint32_t kind;
+};
+
+static void msleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static int ncpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > MAX_CPUS ? MAX_CPUS : (int)n;
+}
+
+static void pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* ---- the in-test server ---- */
+
+struct area {
+	__u32 id;
+	char *addr;
+	__u64 size;
+};
+
+struct tsrv {
+	int fd;
+	__u32 sid;
+	int nl;
+	int lsock[MAX_CPUS];
+	__u32 attach_id[MAX_CPUS];
+	uint16_t port[MAX_CPUS];
+	pthread_mutex_t lock;
+	struct area areas[16];
+	int nareas;
+	int keep_fd;		/* keep KIND_CONN descriptors, for hand-back */
+	int kept[64];
+	__u32 kept_id[64];
+	atomic_int nkept;
+	atomic_int threads;
+	atomic_int spawned;
+	atomic_int conns;
+	atomic_int taken[MAX_CPUS];	/* connections parked, per listener */
+	atomic_int handled;
+	atomic_int badframes;
+	atomic_int gate;
+	atomic_int stop;
+};
+
+struct hthread {
+	struct tsrv *s;
+	int cpu;
+};
+
+static char *area_map(struct tsrv *s, const struct popup_context *ctx)
+{
+	char *addr = NULL;
+	int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->nareas; i++)
+		if (s->areas[i].id == ctx->binding_id)
+			addr = s->areas[i].addr;
+	if (!addr && s->nareas < 16) {
+		addr = mmap(NULL, ctx->map_size, PROT_READ | PROT_WRITE,
+			    MAP_SHARED, s->fd, ctx->map_offset);
+		if (addr == MAP_FAILED) {
+			addr = NULL;
+		} else {
+			s->areas[s->nareas].id = ctx->binding_id;
+			s->areas[s->nareas].addr = addr;
+			s->areas[s->nareas].size = ctx->map_size;
+			s->nareas++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return addr;
+}
+
+static void area_unmap(struct tsrv *s, __u32 id)
+{
+	int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->nareas; i++) {
+		if (s->areas[i].id != id)
+			continue;
+		munmap(s->areas[i].addr, s->areas[i].size);
+		s->areas[i] = s->areas[--s->nareas];
+		break;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The answer to frame @req (@len bytes) in @out; its length, 0 for none. */
+static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
+		     const struct popup_context *ctx, unsigned char *out)
+{
+	struct popup_wire_hdr h, r;
+	struct echo_res res;
+	uint64_t x = 0;
+
+	if (len < POPUP_WIRE_HDR_LEN)
+		return 0;
+	popup_wire_decode(req, &h);
+	if (popup_wire_check(&h, 64) || h.len != len - POPUP_WIRE_HDR_LEN)
+		return 0;
+	if (h.len >= 8)
+		memcpy(&x, req + POPUP_WIRE_HDR_LEN, 8);
+	if (h.method == M_SLEEP)
+		msleep((int)x);
+	else if (h.method == M_BLOCK)
+		while (!atomic_load(&s->gate) && !atomic_load(&s->stop))
+			msleep(1);
+	memset(&res, 0, sizeof(res));
+	res.val = x * 3 + 1;
+	res.run_cpu = sched_getcpu();
+	res.ctx_cpu = ctx ? ctx->cpu : 0xfeed;
+	if (ctx) {
+		res.peer_port = ntohs(ctx->peer_port);
+		res.peer_family = ctx->peer_family;
+	}
+	memset(&r, 0, sizeof(r));
+	r.magic = POPUP_WIRE_MAGIC;
+	r.version = POPUP_WIRE_VERSION;
+	r.flags = POPUP_WIRE_F_REPLY;
+	r.method = h.method;
+	r.service = h.service;
+	r.req_id = h.req_id;
+	r.len = sizeof(res);
+	popup_wire_encode(out, &r);
+	memcpy(out + POPUP_WIRE_HDR_LEN, &res, sizeof(res));
+	return POPUP_WIRE_HDR_LEN + sizeof(res);
+}
+
+static void *handler_thread(void *arg);
+
+static void spawn(struct tsrv *s, int n, int cpu)
+{
+	pthread_attr_t attr;
+	struct hthread *h;
+	pthread_t th;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	while (n-- > 0) {
+		h = malloc(sizeof(*h));
+		if (!h)
+			break;
+		h->s = s;
+		h->cpu = cpu;
+		atomic_fetch_add(&s->threads, 1);
+		if (pthread_create(&th, &attr, handler_thread, h)) {
+			atomic_fetch_sub(&s->threads, 1);
+			free(h);
+			break;
+		}
+		atomic_fetch_add(&s->spawned, 1);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static int do_park(int fd, int sock, __u32 attach_id, __u32 *conn_id)
+{
+	struct popup_park pk;
+
+	memset(&pk, 0, sizeof(pk));
+	pk.size = sizeof(pk);
+	pk.fd = sock;
+	pk.attach_id = attach_id;
+	if (ioctl(fd, POPUP_IOC_PARK, &pk))
+		return -errno;
+	if (conn_id)
+		*conn_id = pk.conn_id;
+	return 0;
+}
+
+/* A new connection: park it; keep a descriptor only for hand-back. */
+static void take_conn(struct tsrv *s, const struct popup_context *ctx)
+{
+	__u32 id = 0;
+	int k;
+
+	atomic_fetch_add(&s->conns, 1);
+	if (do_park(s->fd, ctx->conn_fd, ctx->binding_id, &id)) {
+		close(ctx->conn_fd);
+		return;
+	}
+	for (k = 0; k < s->nl; k++)
+		if (s->attach_id[k] == ctx->binding_id)
+			atomic_fetch_add(&s->taken[k], 1);
+	if (s->keep_fd) {
+		k = atomic_fetch_add(&s->nkept, 1);
+		if (k < 64) {
+			s->kept[k] = ctx->conn_fd;
+			s->kept_id[k] = id;
+			return;
+		}
+	}
+	close(ctx->conn_fd);
+}
+
+static void handle(struct tsrv *s, struct popup_wait *w)
+{
+	const struct popup_context *ctx = &w->ctx;
+	char *base = area_map(s, ctx);
+	unsigned char *slot, req[POPUP_WIRE_HDR_LEN + 64];
+	size_t len = ctx->arg_len, n = 0;
+
+	memset(&w->reply, 0, sizeof(w->reply));
+	w->reply.ctx_id = ctx->ctx_id;
+	if (ctx->flags & POPUP_CTX_BADFRAME) {
+		atomic_fetch_add(&s->badframes, 1);
+		return;
+	}
+	if (base && len <= sizeof(req)) {
+		slot = (unsigned char *)base + ctx->slot_offset;
+		memcpy(req, slot, len);
+		n = answer(s, req, len, ctx, slot);
+	}
+	w->reply.result_len = n;
+	atomic_fetch_add(&s->handled, 1);
+}
+
+static void *handler_thread(void *arg)
+{
+	struct hthread *h = arg;
+	struct tsrv *s = h->s;
+	unsigned long cmd = POPUP_IOC_WAIT;
+	struct popup_wait w;
+
+	if (h->cpu >= 0)
+		pin_self(h->cpu);
+	free(h);
+	memset(&w, 0, sizeof(w));
+	w.size = sizeof(w);
+	w.service_id = s->sid;
+	w.flags = POPUP_WAIT_NEW;
+	for (;;) {
+		if (ioctl(s->fd, cmd, &w)) {
+			if (errno != EINTR)
+				break;
+			cmd = POPUP_IOC_WAIT;
+			memset(&w.reply, 0, sizeof(w.reply));
+			continue;
+		}
+		w.flags = POPUP_WAIT_POOL;
+		if (w.spawn)
+			spawn(s, w.spawn, -1);
+		cmd = POPUP_IOC_WAIT;
+		memset(&w.reply, 0, sizeof(w.reply));
+		if (w.kind == POPUP_WAIT_KIND_RETIRE)
+			break;
+		if (w.kind == POPUP_WAIT_KIND_UNMAP) {
+			area_unmap(s, w.ctx.binding_id);
+		} else if (w.kind == POPUP_WAIT_KIND_CONN) {
+			take_conn(s, &w.ctx);
+		} else if (w.kind == POPUP_WAIT_KIND_STREAM) {
+			handle(s, &w);
+			cmd = POPUP_IOC_REPLY_WAIT;
+		}
+	}
+	atomic_fetch_sub(&s->threads, 1);
+	return NULL;
+}
+
+static int tcp_listener(int family, uint16_t *port)
+{
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6,
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr_in a4 = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_storage a;
+	socklen_t l = sizeof(a);
+	int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return -1;
+	if ((family == AF_INET6 ?
+	     bind(s, (struct sockaddr *)&a6, sizeof(a6)) :
+	     bind(s, (struct sockaddr *)&a4, sizeof(a4))) ||
+	    listen(s, 128) ||
+	    getsockname(s, (struct sockaddr *)&a, &l)) {
+		close(s);
+		return -1;
+	}
+	*port = ntohs(((struct sockaddr_in *)&a)->sin_port);
+	return s;
+}
+
+static int do_attach(int fd, __u32 sid, int sock, __u32 cpu, __u32 nslots,
+		     __u32 *id)
+{
+	struct popup_attach at;
+
+	memset(&at, 0, sizeof(at));
+	at.size = sizeof(at);
+	at.fd = sock;
+	at.service_id = sid;
+	at.cpu = cpu;
+	at.nslots = nslots;
+	at.slot_size = SLOT;
+	if (ioctl(fd, POPUP_IOC_ATTACH, &at))
+		return -errno;
+	if (id)
+		*id = at.attach_id;
+	return 0;
+}
+
+static int do_detach(int fd, __u32 id, __u32 flags)
+{
+	struct popup_target t = { .id = id, .flags = flags };
+
+	return ioctl(fd, POPUP_IOC_DETACH, &t) ? -errno : 0;
+}
+
+static int server_open(struct tsrv *s, const char *name,
+		       const struct popup_pool *pool)
+{
+	struct popup_export e;
+
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	s->fd = open("/dev/popup", O_RDWR | O_CLOEXEC);
+	if (s->fd < 0)
+		return -errno;
+	memset(&e, 0, sizeof(e));
+	e.size = sizeof(e);
+	snprintf(e.name, sizeof(e.name), "%s", name);
+	e.version = 1;
+	e.nmethods = 1;
+	e.methods = (uintptr_t)methods;
+	if (pool)
+		e.pool = *pool;
+	if (ioctl(s->fd, POPUP_IOC_EXPORT, &e))
+		return -errno;
+	s->sid = e.service_id;
+	return 0;
+}
+
+/* @n listeners, listener i serving CPU i % ncpus. */
+static int server_listen(struct tsrv *s, int n, int family, __u32 nslots)
+{
+	int i, ret;
+
+	for (i = 0; i < n; i++) {
+		s->lsock[i] = tcp_listener(family, &s->port[i]);
+		if (s->lsock[i] < 0)
+			return -errno;
+		s->nl = i + 1;
+		ret = do_attach(s->fd, s->sid, s->lsock[i], i % ncpus(),
+				nslots, &s->attach_id[i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void server_stop(struct tsrv *s)
+{
+	int i, n;
+
+	if (s->fd < 0)
+		return;
+	atomic_store(&s->stop, 1);
+	close(s->fd);
+	for (i = 0; i < 5000 && atomic_load(&s->threads); i++)
+		msleep(1);
+	for (i = 0; i < s->nareas; i++)
+		munmap(s->areas[i].addr, s->areas[i].size);
+	for (i = 0; i < s->nl; i++)
+		close(s->lsock[i]);
+	n = atomic_load(&s->nkept);
+	for (i = 0; i < n && i < 64; i++)
+		close(s->kept[i]);
+	s->fd = -1;
+}
+
+static int wait_idle(__u32 sid, unsigned int n)
+{
+	unsigned int id, idle;
+	char line[256];
+	int i;
+
+	for (i = 0; i < 2000; i++) {
+		FILE *f = fopen("/proc/popup/services", "r");
+
+		if (!f)
+			return -1;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "%u %*s %*u %*d %*u %u", &id, &idle) == 2 &&
+			    id == sid && idle >= n) {
+				fclose(f);
+				return 0;
+			}
+		fclose(f);
+		msleep(5);
+	}
+	return -1;
+}
+
+/* Parked connections of service @sid in /proc/popup/sockets. */
+static int conns_of(__u32 sid)
+{
+	FILE *f = fopen("/proc/popup/sockets", "r");
+	unsigned int id, svc;
+	char line[256], proto[16];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%u %u %15s", &id, &svc, proto) == 3 &&
+		    svc == sid && !strcmp(proto, "conn"))
+			n++;
+	fclose(f);
+	return n;
+}
+
+static long long arrival_sum(const char *col)
+{
+	FILE *f = fopen("/proc/popup/arrival", "r");
+	char line[2048], *tok, *save;
+	long long sum = 0;
+	int idx = -1, i;
+
+	if (!f)
+		return -1;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return -1;
+	}
+	for (i = 0, tok = strtok_r(line, " \n", &save); tok;
+	     tok = strtok_r(NULL, " \n", &save), i++)
+		if (!strcmp(tok, col))
+			idx = i;
+	while (idx > 0 && fgets(line, sizeof(line), f))
+		for (i = 0, tok = strtok_r(line, " \n", &save); tok;
+		     tok = strtok_r(NULL, " \n", &save), i++)
+			if (i == idx)
+				sum += atoll(tok);
+	fclose(f);
+	return idx > 0 ? sum : -1;
+}
+
+/* Wait up to 3 s for column @col to reach @want. */
+static long long arrival_wait(const char *col, long long want)
+{
+	long long v = arrival_sum(col);
+	int i;
+
+	for (i = 0; i < 300 && v < want; i++) {
+		msleep(10);
+		v = arrival_sum(col);
+	}
+	return v;
+}
+
+/* ---- clients ---- */
+
+static int client_connect(int family, uint16_t port, int timeout_ms);
+
+/*
+ * Connect to listener 0 and wait until the server took the connection
+ * (its @conns-th) and its thread is idle again: with one thread and no
+ * queue, a request sent earlier would be answered BUSY.
+ */
+static int connect_taken(struct tsrv *s, int conns)
+{
+	int c = client_connect(AF_INET, s->port[0], 5000), i;
+
+	for (i = 0; c >= 0 && i < 500 && atomic_load(&s->conns) < conns; i++)
+		msleep(10);
+	if (c >= 0 && wait_idle(s->sid, 1)) {
+		close(c);
+		return -1;
+	}
+	return c;
+}
+
+static int client_connect(int family, uint16_t port, int timeout_ms)
+{
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6,
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				   .sin6_port = htons(port) };
+	struct sockaddr_in a4 = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				  .sin_port = htons(port) };
+	int c = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	if (c < 0)
+		return -1;
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (family == AF_INET6 ?
+	    connect(c, (struct sockaddr *)&a6, sizeof(a6)) :
+	    connect(c, (struct sockaddr *)&a4, sizeof(a4))) {
+		close(c);
+		return -1;
+	}
+	return c;
+}
+
+static int send_frame(int c, uint16_t method, uint64_t req_id, uint64_t x,
+		      uint32_t len)
+{
+	unsigned char buf[POPUP_WIRE_HDR_LEN + 8];
+	struct popup_wire_hdr h;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = POPUP_WIRE_MAGIC;
+	h.version = POPUP_WIRE_VERSION;
+	h.method = method;
+	h.req_id = req_id;
+	h.len = len;
+	popup_wire_encode(buf, &h);
+	memcpy(buf + POPUP_WIRE_HDR_LEN, &x, 8);
+	return send(c, buf, sizeof(buf), MSG_NOSIGNAL) == sizeof(buf) ?
+	       0 : -errno;
+}
+
+static int send_req(int c, uint16_t method, uint64_t req_id, uint64_t x)
+{
+	return send_frame(c, method, req_id, x, 8);
+}
+
+/* One reply frame: 0 with @h (and @res), -errno, or -EPIPE on EOF. */
+static int recv_reply(int c, struct popup_wire_hdr *h, struct echo_res *res)
+{
+	unsigned char buf[POPUP_WIRE_HDR_LEN + sizeof(*res)];
+	ssize_t n = recv(c, buf, POPUP_WIRE_HDR_LEN, MSG_WAITALL);
+
+	if (n == 0)
+		return -EPIPE;
+	if (n < 0)
+		return -errno;
+	if (n < POPUP_WIRE_HDR_LEN)
+		return -EBADMSG;
+	popup_wire_decode(buf, h);
+	if (h->magic != POPUP_WIRE_MAGIC || !(h->flags & POPUP_WIRE_F_REPLY) ||
+	    (h->len && h->len != sizeof(*res)))
+		return -EBADMSG;
+	if (h->len) {
+		n = recv(c, buf + POPUP_WIRE_HDR_LEN, h->len, MSG_WAITALL);
+		if (n != h->len)
+			return n < 0 ? -errno : -EBADMSG;
+	}
+	if (res) {
+		memset(res, 0, sizeof(*res));
+		if (h->len)
+			memcpy(res, buf + POPUP_WIRE_HDR_LEN, sizeof(*res));
+	}
+	return 0;
+}
+
+/* ECHO 5, id 11, in two segments 100 ms apart. */
+static int send_split(int c, __u32 sid)
+{
+	unsigned char buf[POPUP_WIRE_HDR_LEN + 8];
+	struct popup_wire_hdr h;
+	uint64_t x = 5;
+
+	memset(&h, 0, sizeof(h));
+	h.magic = POPUP_WIRE_MAGIC;
+	h.version = POPUP_WIRE_VERSION;
+	h.method = M_ECHO;
+	h.req_id = 11;
+	h.len = 8;
+	popup_wire_encode(buf, &h);
+	memcpy(buf + POPUP_WIRE_HDR_LEN, &x, 8);
+	if (send(c, buf, 10, 0) != 10)
+		return -1;
+	msleep(100);
+	if (wait_idle(sid, 1))
+		return -1;
+	return send(c, buf + 10, 30, 0) == 30 ? 0 : -1;
+}
+
+static uint16_t local_port(int c)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof(a);
+
+	getsockname(c, (struct sockaddr *)&a, &l);
+	return ntohs(a.sin_port);
+}
+
+/* The connection ends within @ms: EOF or a reset, nothing else. */
+static int closes_within(int c)
+{
+	char b;
+	ssize_t n = recv(c, &b, 1, 0);
+
+	return n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE));
+}
+
+static void reset_close(int c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(c);
+}
+
+struct cjob {
+	struct tsrv *s;
+	int i;
+	int cpu;
+	int n;
+	uint16_t method;
+	uint64_t x;
+	int ok;
+	int busy;
+	int wrong_cpu;
+	int wrong_run;
+	int bad;
+	int wait_taken;
+};
+
+static void *cjob_run(void *arg)
+{
+	struct cjob *j = arg;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int c, k;
+
+	pin_self(j->cpu);
+	c = client_connect(AF_INET, j->s->port[j->i], 10000);
+	if (c < 0) {
+		j->bad = j->n;
+		return NULL;
+	}
+	/*
+	 * A request that comes while the thread of this CPU is still parking
+	 * the connection goes to an idle thread elsewhere (idle threads are
+	 * preferred to queueing): start once it is parked.
+	 */
+	for (k = 0; k < 500 && j->wait_taken &&
+	     atomic_load(&j->s->taken[j->i]) < j->wait_taken; k++)
+		msleep(10);
+	if (j->wait_taken)
+		msleep(50);
+	for (k = 0; k < j->n; k++) {
+		uint64_t id = ((uint64_t)j->cpu << 32) | k;
+		uint64_t x = j->method == M_ECHO ? (uint64_t)k : j->x;
+
+		if (send_req(c, j->method, id, x) || recv_reply(c, &h, &res)) {
+			j->bad++;
+			break;
+		}
+		if (h.status == POPUP_WIRE_S_BUSY) {
+			j->busy++;
+			continue;
+		}
+		if (h.req_id != id || h.status != 0 || res.val != x * 3 + 1 ||
+		    res.peer_port != local_port(c) ||
+		    res.peer_family != AF_INET) {
+			j->bad++;
+			continue;
+		}
+		if (res.ctx_cpu != (uint32_t)j->cpu % ncpus())
+			j->wrong_cpu++;
+		if (res.run_cpu != (uint32_t)j->cpu % ncpus())
+			j->wrong_run++;
+		j->ok++;
+	}
+	close(c);
+	return NULL;
+}
+
+FIXTURE(tcp) {
+	char name[64];
+	struct tsrv srv;
+};
+
+FIXTURE_SETUP(tcp)
+{
+	int err = popup_test_load_module();
+
+	self->srv.fd = -1;
+	if (err)
+		SKIP(return, "popup.ko not loadable here (%s); run in scripts/vm",
+		     strerror(-err));
+	snprintf(self->name, sizeof(self->name), "kmod_tcp.%d", getpid());
+}
+
+FIXTURE_TEARDOWN(tcp)
+{
+	server_stop(&self->srv);
+}
+
+static struct popup_pool pinned_pool = {
+	.min_idle = 0, .max_idle = MAX_CPUS, .increment = 1,
+	.max_threads = MAX_CPUS, .queue_limit = 64,
+};
+
+TEST_F(tcp, per_cpu_results_and_counters)
+{
+	long long acc0 = arrival_sum("accepts"), loc0 = arrival_sum("local");
+	long long rep0 = arrival_sum("replies");
+	struct tsrv *s = &self->srv;
+	int n = ncpus(), i, total = 0;
+	struct cjob jobs[MAX_CPUS];
+	pthread_t th[MAX_CPUS];
+
+	ASSERT_LE(0, acc0);
+	pinned_pool.max_threads = n;
+	pinned_pool.max_idle = n;
+	ASSERT_EQ(0, server_open(s, self->name, &pinned_pool));
+	ASSERT_EQ(0, server_listen(s, n, AF_INET, 8));
+	for (i = 0; i < n; i++)
+		spawn(s, 1, i);
+	ASSERT_EQ(0, wait_idle(s->sid, n));
+	for (i = 0; i < n; i++) {
+		memset(&jobs[i], 0, sizeof(jobs[i]));
+		jobs[i] = (struct cjob){ .s = s, .i = i, .cpu = i, .n = 20,
+					 .method = M_ECHO, .wait_taken = 1 };
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, cjob_run, &jobs[i]));
+	}
+	for (i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(0, jobs[i].bad);
+		EXPECT_EQ(0, jobs[i].busy);
+		EXPECT_EQ(0, jobs[i].wrong_cpu);
+		EXPECT_EQ(0, jobs[i].wrong_run) {
+			TH_LOG("cpu %d: %d of %d handled on another CPU", i,
+			       jobs[i].wrong_run, jobs[i].ok);
+		}
+		total += jobs[i].ok;
+	}
+	EXPECT_EQ(n * 20, total);
+	EXPECT_EQ(n, atomic_load(&s->conns));
+	EXPECT_LE(acc0 + n, arrival_sum("accepts"));
+	EXPECT_LE(loc0 + n * 21, arrival_sum("local"));
+	EXPECT_LE(rep0 + n * 20, arrival_sum("replies"));
+	/* The clients closed: the module closes its side and counts it. */
+	for (i = 0; i < 300 && conns_of(s->sid); i++)
+		msleep(10);
+	EXPECT_EQ(0, conns_of(s->sid));
+}
+
+TEST_F_TIMEOUT(tcp, burst_spawns_and_queues, 120)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 2, .increment = 2,
+		.max_threads = 6, .queue_limit = 64, .idle_timeout_ms = 500,
+	};
+	long long sp0 = arrival_sum("spawns"), q0 = arrival_sum("queued");
+	struct tsrv *s = &self->srv;
+	struct cjob jobs[12];
+	pthread_t th[12];
+	int i, ok = 0;
+
+	ASSERT_EQ(0, server_open(s, self->name, &pool));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 32));
+	spawn(s, 1, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	for (i = 0; i < 12; i++) {
+		jobs[i] = (struct cjob){ .s = s, .i = 0, .cpu = i % ncpus(),
+					 .n = 3, .method = M_SLEEP, .x = 50 };
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, cjob_run, &jobs[i]));
+	}
+	for (i = 0; i < 12; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(0, jobs[i].bad);
+		EXPECT_EQ(0, jobs[i].busy);
+		ok += jobs[i].ok;
+	}
+	EXPECT_EQ(36, ok);
+	EXPECT_LT(1, atomic_load(&s->spawned));
+	EXPECT_LT(sp0, arrival_sum("spawns"));
+	EXPECT_LT(q0, arrival_sum("queued"));
+}
+
+TEST_F_TIMEOUT(tcp, overload_busy_refused_toobig_badframe, 60)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 1, .increment = 1,
+		.max_threads = 1, .queue_limit = 0,
+	};
+	long long busy0 = arrival_sum("busy"), ref0 = arrival_sum("refused");
+	long long big0 = arrival_sum("toobig"), bad0 = arrival_sum("badframe");
+	struct tsrv *s = &self->srv;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int a, b, d, e, f;
+
+	ASSERT_EQ(0, server_open(s, self->name, &pool));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 4));
+	spawn(s, 1, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	/*
+	 * One thread and no queue: each step waits for the thread to be
+	 * idle again (a reply reaches the client before its REPLY_WAIT
+	 * makes the thread idle).
+	 */
+	a = connect_taken(s, 1);
+	ASSERT_LE(0, a);
+	ASSERT_EQ(0, send_req(a, M_ECHO, 1, 1));
+	ASSERT_EQ(0, recv_reply(a, &h, &res));
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	b = connect_taken(s, 2);
+	ASSERT_LE(0, b);
+	ASSERT_EQ(0, send_req(b, M_ECHO, 1, 1));
+	ASSERT_EQ(0, recv_reply(b, &h, &res));
+	ASSERT_EQ(4, res.val);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+
+	/* The only thread blocks on a's request: b's is answered BUSY. */
+	ASSERT_EQ(0, send_req(a, M_BLOCK, 2, 0));
+	msleep(200);
+	ASSERT_EQ(0, send_req(b, M_ECHO, 7, 7));
+	ASSERT_EQ(0, recv_reply(b, &h, &res));
+	EXPECT_EQ(POPUP_WIRE_S_BUSY, h.status);
+	EXPECT_EQ(7, h.req_id);
+	EXPECT_EQ(0, h.len);
+	/* A new connection now is refused: closed at once. */
+	d = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, d);
+	EXPECT_TRUE(closes_within(d));
+	close(d);
+	EXPECT_LE(busy0 + 2, arrival_sum("busy"));
+	EXPECT_LE(ref0 + 1, arrival_wait("refused", ref0 + 1));
+
+	/* Open the gate: a gets its answer, b's connection still works. */
+	atomic_store(&s->gate, 1);
+	ASSERT_EQ(0, recv_reply(a, &h, &res));
+	EXPECT_EQ(0, h.status);
+	EXPECT_EQ(1, res.val);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	ASSERT_EQ(0, send_req(b, M_ECHO, 8, 8));
+	ASSERT_EQ(0, recv_reply(b, &h, &res));
+	EXPECT_EQ(0, h.status);
+	EXPECT_EQ(25, res.val);
+
+	/* Over the slot: TOOBIG, then closed. Garbage: closed, no reply. */
+	ASSERT_EQ(0, send_frame(b, M_ECHO, 9, 0, SLOT));
+	ASSERT_EQ(0, recv_reply(b, &h, NULL));
+	EXPECT_EQ(POPUP_WIRE_S_TOOBIG, h.status);
+	EXPECT_EQ(9, h.req_id);
+	EXPECT_TRUE(closes_within(b));
+	EXPECT_LE(big0 + 1, arrival_sum("toobig"));
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	e = connect_taken(s, 3);
+	ASSERT_LE(0, e);
+	ASSERT_EQ(0, send_req(e, M_ECHO, 1, 1));
+	ASSERT_EQ(0, recv_reply(e, &h, &res));
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	ASSERT_EQ(40, send(e, "this is not a popup frame, not at all.", 40,
+			   MSG_NOSIGNAL));
+	EXPECT_TRUE(closes_within(e));
+	EXPECT_LE(bad0 + 1, arrival_sum("badframe"));
+	EXPECT_EQ(1, atomic_load(&s->badframes));
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	/* A frame split across segments is taken once whole. */
+	f = connect_taken(s, 4);
+	ASSERT_LE(0, f);
+	ASSERT_EQ(0, send_split(f, s->sid));
+	ASSERT_EQ(0, recv_reply(f, &h, &res));
+	EXPECT_EQ(11, h.req_id);
+	EXPECT_EQ(16, res.val);
+	close(a);
+	close(b);
+	close(e);
+	close(f);
+}
+
+TEST_F_TIMEOUT(tcp, peer_reset_mid_request, 60)
+{
+	long long cl0 = arrival_sum("closed");
+	struct tsrv *s = &self->srv;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int a, b, c, i;
+
+	ASSERT_EQ(0, server_open(s, self->name, NULL));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 8));
+	spawn(s, 2, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	/* Reset while its request runs: the reply has nowhere to go. */
+	a = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, a);
+	ASSERT_EQ(0, send_req(a, M_SLEEP, 1, 300));
+	msleep(100);
+	reset_close(a);
+	/* Reset with half a frame sent. */
+	b = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, b);
+	ASSERT_EQ(0, send_req(b, M_ECHO, 1, 1));
+	ASSERT_EQ(0, recv_reply(b, &h, &res));
+	ASSERT_EQ(12, send(b, "PUP1\1\0\0\1\0\0\0\0", 12, MSG_NOSIGNAL));
+	msleep(50);
+	reset_close(b);
+	EXPECT_LE(cl0 + 2, arrival_wait("closed", cl0 + 2));
+	for (i = 0; i < 300 && conns_of(s->sid); i++)
+		msleep(10);
+	EXPECT_EQ(0, conns_of(s->sid));
+	/* The service goes on. */
+	c = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, c);
+	ASSERT_EQ(0, send_req(c, M_ECHO, 3, 3));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	EXPECT_EQ(10, res.val);
+	close(c);
+}
+
+/*
+ * The server is killed with a request running and other connections
+ * parked: every connection closes, the listener (which the parent holds
+ * too) gets its callback back so a plain accept and read work, and the
+ * module unloads.
+ */
+TEST_F_TIMEOUT(tcp, server_killed_in_flight, 60)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 2, .increment = 1,
+		.max_threads = 2, .queue_limit = 8,
+	};
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int ls, c[4], k, st, pfd[2], nc;
+	struct pollfd pf;
+	uint16_t port;
+	char ok, buf[64];
+	pid_t pid;
+
+	ls = tcp_listener(AF_INET, &port);
+	ASSERT_LE(0, ls);
+	ASSERT_EQ(0, pipe(pfd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct tsrv *s = &self->srv;
+
+		close(pfd[0]);
+		if (server_open(s, self->name, &pool))
+			_exit(1);
+		if (do_attach(s->fd, s->sid, ls, 0, 8, &s->attach_id[0]))
+			_exit(2);
+		spawn(s, 2, -1);
+		ok = 1;
+		if (write(pfd[1], &ok, 1) != 1)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	close(pfd[1]);
+	ASSERT_EQ(1, read(pfd[0], &ok, 1));
+	close(pfd[0]);
+
+	for (k = 0; k < 4; k++) {
+		c[k] = client_connect(AF_INET, port, 5000);
+		ASSERT_LE(0, c[k]);
+		ASSERT_EQ(0, send_req(c[k], M_ECHO, k, k));
+		ASSERT_EQ(0, recv_reply(c[k], &h, &res));
+	}
+	ASSERT_EQ(0, send_req(c[0], M_SLEEP, 9, 3000));
+	ASSERT_EQ(0, send_req(c[1], M_SLEEP, 9, 3000));
+	msleep(300);
+	ASSERT_EQ(0, send_req(c[2], M_ECHO, 9, 9));	/* queued */
+	msleep(100);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	/*
+	 * Running requests are answered ERROR by the kernel, the queued one
+	 * BUSY, then every connection ends.
+	 */
+	for (k = 0; k < 4; k++) {
+		int r = recv_reply(c[k], &h, &res);
+
+		if (!r) {
+			EXPECT_EQ(k == 2 ? POPUP_WIRE_S_BUSY : POPUP_WIRE_S_ERROR,
+				  h.status);
+			EXPECT_EQ(9, h.req_id);
+			EXPECT_NE(3, k);
+			r = recv_reply(c[k], &h, &res);
+		}
+		EXPECT_EQ(-EPIPE, r == -ECONNRESET ? -EPIPE : r);
+		close(c[k]);
+	}
+
+	/* The listener is userspace's again. */
+	nc = client_connect(AF_INET, port, 5000);
+	ASSERT_LE(0, nc);
+	pf.fd = ls;
+	pf.events = POLLIN;
+	ASSERT_EQ(1, poll(&pf, 1, 3000));
+	k = accept(ls, NULL, NULL);
+	ASSERT_LE(0, k);
+	ASSERT_EQ(0, send_req(nc, M_ECHO, 5, 5));
+	pf.fd = k;
+	ASSERT_EQ(1, poll(&pf, 1, 3000));
+	EXPECT_EQ(POPUP_WIRE_HDR_LEN + 8, recv(k, buf, sizeof(buf), 0));
+	close(k);
+	close(nc);
+	close(ls);
+	EXPECT_EQ(0, system("rmmod popup"));
+	EXPECT_EQ(0, popup_test_load_module());
+}
+
+/* A client that loops on one connection until it ends. */
+struct ljob {
+	struct tsrv *s;
+	int ok;
+	int ended;
+	int bad;
+};
+
+static void *ljob_run(void *arg)
+{
+	struct ljob *j = arg;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int c = client_connect(AF_INET, j->s->port[0], 5000), r;
+	uint64_t id;
+
+	if (c < 0) {
+		j->bad++;
+		return NULL;
+	}
+	for (id = 1; id < 100000; id++) {
+		if (send_req(c, M_ECHO, id, id)) {
+			j->ended++;
+			break;
+		}
+		r = recv_reply(c, &h, &res);
+		if (r == -EPIPE || r == -ECONNRESET) {
+			j->ended++;
+			break;
+		}
+		if (r || h.req_id != id || res.val != id * 3 + 1)
+			j->bad++;
+		else
+			j->ok++;
+	}
+	close(c);
+	return NULL;
+}
+
+TEST_F_TIMEOUT(tcp, detach_under_load_and_handback, 60)
+{
+	struct tsrv *s = &self->srv;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	struct ljob j[3];
+	pthread_t th[3];
+	struct pollfd pf;
+	unsigned char buf[64];
+	int i, c, a;
+
+	ASSERT_EQ(0, server_open(s, self->name, NULL));
+	s->keep_fd = 1;
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 16));
+	spawn(s, 2, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+
+	/* Hand-back: the server kept the descriptor and reads it itself. */
+	c = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, c);
+	ASSERT_EQ(0, send_req(c, M_ECHO, 1, 1));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	ASSERT_EQ(1, atomic_load(&s->nkept));
+	ASSERT_EQ(0, do_detach(s->fd, s->kept_id[0], POPUP_DETACH_CONN));
+	EXPECT_EQ(-ENOENT, do_detach(s->fd, s->kept_id[0], POPUP_DETACH_CONN));
+	ASSERT_EQ(0, send_req(c, M_ECHO, 2, 2));
+	pf.fd = s->kept[0];
+	pf.events = POLLIN;
+	ASSERT_EQ(1, poll(&pf, 1, 3000));
+	EXPECT_EQ(POPUP_WIRE_HDR_LEN + 8, recv(s->kept[0], buf, sizeof(buf), 0));
+	close(c);
+
+	/* Detach the listener while clients call: they end, none hangs. */
+	memset(j, 0, sizeof(j));
+	for (i = 0; i < 3; i++) {
+		j[i].s = s;
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, ljob_run, &j[i]));
+	}
+	msleep(500);
+	ASSERT_EQ(0, do_detach(s->fd, s->attach_id[0], 0));
+	EXPECT_EQ(-ENOENT, do_detach(s->fd, s->attach_id[0], 0));
+	/* Kept descriptors hold their connections open: close them. */
+	for (i = 1; i < atomic_load(&s->nkept); i++)
+		shutdown(s->kept[i], SHUT_RDWR);
+	for (i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		EXPECT_EQ(0, j[i].bad);
+		EXPECT_LT(0, j[i].ok);
+		EXPECT_EQ(1, j[i].ended);
+	}
+	EXPECT_EQ(0, conns_of(s->sid));
+	/* Accept is userspace's again. */
+	c = client_connect(AF_INET, s->port[0], 5000);
+	ASSERT_LE(0, c);
+	pf.fd = s->lsock[0];
+	ASSERT_EQ(1, poll(&pf, 1, 3000));
+	a = accept(s->lsock[0], NULL, NULL);
+	ASSERT_LE(0, a);
+	ASSERT_EQ(0, send_req(c, M_ECHO, 3, 3));
+	pf.fd = a;
+	ASSERT_EQ(1, poll(&pf, 1, 3000));
+	EXPECT_EQ(POPUP_WIRE_HDR_LEN + 8, recv(a, buf, sizeof(buf), 0));
+	close(a);
+	close(c);
+}
+
+TEST_F(tcp, rmmod_refused_while_attached)
+{
+	struct tsrv *s = &self->srv;
+
+	ASSERT_EQ(0, server_open(s, self->name, NULL));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 4));
+	EXPECT_NE(0, system("rmmod popup 2>/dev/null"));
+	server_stop(s);
+	EXPECT_EQ(0, system("rmmod popup"));
+	EXPECT_EQ(0, popup_test_load_module());
+}
+
+TEST_F(tcp, attach_park_errors)
+{
+	struct tsrv *s = &self->srv;
+	struct popup_park pk;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int t, u, c;
+	uint16_t port;
+
+	ASSERT_EQ(0, server_open(s, self->name, NULL));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET6, 4));
+	/* A TCP socket that does not listen. */
+	t = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT_LE(0, t);
+	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, t, 0, 4, NULL));
+	/* PARK: not connected, not TCP, unknown listener, bad fields. */
+	EXPECT_EQ(-ENOTCONN, do_park(s->fd, t, s->attach_id[0], NULL));
+	EXPECT_EQ(-ENOTCONN, do_park(s->fd, s->lsock[0], s->attach_id[0],
+				     NULL));
+	u = socket(AF_INET, SOCK_DGRAM, 0);
+	ASSERT_LE(0, u);
+	EXPECT_EQ(-EPROTONOSUPPORT, do_park(s->fd, u, s->attach_id[0], NULL));
+	EXPECT_EQ(-EBADF, do_park(s->fd, 9999, s->attach_id[0], NULL));
+	/* An accepted connection of our own to park. */
+	spawn(s, 1, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	close(t);
+	t = tcp_listener(AF_INET, &port);
+	ASSERT_LE(0, t);
+	c = client_connect(AF_INET, port, 3000);
+	ASSERT_LE(0, c);
+	u = accept(t, NULL, NULL);
+	ASSERT_LE(0, u);
+	EXPECT_EQ(-ENOENT, do_park(s->fd, u, s->attach_id[0] + 1000, NULL));
+	memset(&pk, 0, sizeof(pk));
+	pk.size = sizeof(pk);
+	pk.fd = u;
+	pk.attach_id = s->attach_id[0];
+	pk.flags = 1;
+	EXPECT_EQ(-1, ioctl(s->fd, POPUP_IOC_PARK, &pk));
+	EXPECT_EQ(EINVAL, errno);
+	pk.flags = 0;
+	pk.reserved[1] = 1;
+	EXPECT_EQ(-1, ioctl(s->fd, POPUP_IOC_PARK, &pk));
+	EXPECT_EQ(EINVAL, errno);
+	/* Parked once, then EBUSY; it serves requests; DETACH errors. */
+	ASSERT_EQ(0, do_park(s->fd, u, s->attach_id[0], NULL));
+	EXPECT_EQ(-EBUSY, do_park(s->fd, u, s->attach_id[0], NULL));
+	close(u);
+	ASSERT_EQ(0, send_req(c, M_ECHO, 4, 4));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	EXPECT_EQ(13, res.val);
+	EXPECT_EQ(-ENOENT, do_detach(s->fd, 0xfffffff0u, POPUP_DETACH_CONN));
+	EXPECT_EQ(-EINVAL, do_detach(s->fd, s->attach_id[0], 2));
+	close(c);
+	close(t);
+}
+
+TEST_HARNESS_MAIN
