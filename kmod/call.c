@@ -5,7 +5,9 @@
  * CALL creates a context (struct popup_ctx, from popup_ctx_cache) and, in
  * one critical section of svc->lock, either hands it to an idle waiter
  * (HANDED; the waiter's on-stack struct popup_waiter gets ->ctx and a
- * synchronous wake-up) or queues it by priority then arrival (QUEUED).
+ * synchronous wake-up) or queues it by priority then arrival (QUEUED);
+ * a queued context is passed over by more urgent ones at most
+ * POPUP_MAX_OVERTAKE times, so priorities never starve anyone.
  * The waiter returns it to userspace (ACTIVE). REPLY stores the status and
  * length (DONE) and wakes the caller, which reads the result in place.
  *
@@ -44,6 +46,8 @@ static struct kmem_cache *popup_ctx_cache;
 
 /* How many idle waiters a call scans for one on its own CPU. */
 #define POPUP_AFFINITY_SCAN	32
+/* Times a queued context may be passed over by more urgent ones. */
+#define POPUP_MAX_OVERTAKE	8
 
 int popup_ctx_cache_init(void)
 {
@@ -243,19 +247,29 @@ struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
 	return list_first_entry_or_null(&svc->idle, struct popup_waiter, node);
 }
 
-/* Insert by priority (lower first), after every equal one (FIFO). */
+/*
+ * Insert by priority (lower first), after every equal one (FIFO), but
+ * never ahead of a context that was already passed over
+ * POPUP_MAX_OVERTAKE times: a stream of urgent calls delays a less urgent
+ * one by a bounded number of calls instead of starving it.
+ */
 static void popup_queue_insert_locked(struct popup_service *svc,
 				      struct popup_ctx *ctx)
 {
 	struct popup_ctx *pos;
+	struct list_head *at = &svc->queue;
 
 	list_for_each_entry_reverse(pos, &svc->queue, node) {
-		if (pos->prio <= ctx->prio) {
-			list_add(&ctx->node, &pos->node);
-			return;
+		if (pos->prio <= ctx->prio ||
+		    pos->overtaken >= POPUP_MAX_OVERTAKE) {
+			at = &pos->node;
+			break;
 		}
 	}
-	list_add(&ctx->node, &svc->queue);
+	list_add(&ctx->node, at);
+	pos = ctx;
+	list_for_each_entry_continue(pos, &svc->queue, node)
+		pos->overtaken++;
 }
 
 /* Can @call on @b be accepted now, queue room aside? */

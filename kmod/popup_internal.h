@@ -328,6 +328,7 @@ enum popup_ctx_state {
  * @arg_len:  argument bytes (invariant)
  * @flags:    POPUP_CTX_ONEWAY (invariant)
  * @prio:     caller's priority (invariant)
+ * @overtaken: more urgent contexts queued ahead of this one (svc->lock)
  * @cpu:      arrival CPU (invariant)
  * @tgid:     caller's process, referenced (invariant)
  * @tid:      caller's thread, referenced (invariant)
@@ -367,6 +368,7 @@ struct popup_ctx {
 	u32 arg_len;
 	u32 flags;
 	int prio;
+	u32 overtaken;
 	int cpu;
 	struct pid *tgid;
 	struct pid *tid;

@@ -391,9 +391,9 @@ cat >"$raw/machine.json" <<EOF
  "wrk":"$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')", "nginx":"$(nginx -v 2>&1 | cut -d/ -f2)",
  "elastic":"$elastic", "elapsed":$(( $(date +%s) - t_begin ))}
 EOF
-python3 "$helpers/report.py" "$raw" "$out" || { log "report generation failed"; exit 1; }
-# Kernel-side arrival (scripts/bench/vm-arrival.sh): one table, appended.
-python3 - "$raw" "$out/summary.md" <<'PY'
+# Kernel-side arrival (scripts/bench/vm-arrival.sh, in the guest): its table
+# goes to $out/arrival.md, which report.py includes.
+python3 - "$raw" "$out/arrival.md" <<'PY'
 import json, os, sys
 raw, md = sys.argv[1:3]
 rows = []
@@ -413,9 +413,8 @@ for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko 
     rows.append("| %s | %s | %.0f | %.1f | %.1f | %s |" % (proto, label, r["rps"], r["p50_us"],
                 r["p99_us"], "%.2f" % spr if spr is not None else "n/a"))
 if rows:
-    with open(md, "a") as f:
-        f.write("\n## 6. Kernel-side arrival (VM, TCG emulation)\n\n"
-                "Same guest, same CPUs, same closed-loop popup-bench load for every row. "
+    with open(md, "w") as f:
+        f.write("Same guest, same CPUs, same closed-loop popup-bench load for every row. "
                 "The guest runs under QEMU TCG emulation: absolute figures are far "
                 "below native ones. System calls per request: the server's calls "
                 "counted with `strace -c -f -p` over a second (traced, slower) run, "
@@ -423,6 +422,14 @@ if rows:
                 "| proto | server | req/s | p50 us | p99 us | syscalls/request |\n"
                 "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 PY
+# Dispatch models and sub-calls (host, userspace backend): their own scripts.
+log "dispatch models (scripts/bench/dispatch.sh)"
+OUT=$raw/dispatch QUICK=$quick POPUP_BUILD=$build "$helpers/dispatch.sh" >"$raw/dispatch.log" 2>&1 &&
+	cp "$raw/dispatch/dispatch.md" "$out/dispatch.md" || fail dispatch "scripts/bench/dispatch.sh failed (raw/dispatch.log)"
+log "sub-calls through the disk sub-server (scripts/bench/subcall.sh)"
+OUT=$raw/subcall QUICK=$quick POPUP_BUILD=$build "$helpers/subcall.sh" >"$raw/subcall.log" 2>&1 &&
+	cp "$raw/subcall/subcall.md" "$out/subcall.md" || fail subcall "scripts/bench/subcall.sh failed (raw/subcall.log)"
+python3 "$helpers/report.py" "$raw" "$out" || { log "report generation failed"; exit 1; }
 if command -v gnuplot >/dev/null; then
 	for g in "$out"/*.gp; do
 		[ -e "$g" ] && (cd "$out" && gnuplot "$g" 2>>"$raw/gnuplot.err")

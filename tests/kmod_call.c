@@ -1007,4 +1007,50 @@ TEST_F(call, priority_order)
 	EXPECT_LT(prios[1], prios[2]);
 }
 
+/*
+ * A less urgent call is passed over at most 8 times (POPUP_MAX_OVERTAKE):
+ * queue one at nice 10, then 12 at our own nice; it is served 9th.
+ */
+TEST_F(call, priority_no_starvation)
+{
+	struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 1, .increment = 1,
+		.max_threads = 1, .queue_limit = 16,
+	};
+	struct popup_wait w;
+	int low = getpriority(PRIO_PROCESS, 0) + 10 + 120;
+	int i, seen = -1;
+
+	ASSERT_EQ(0, server_start(&self->srv, self->name, &pool, 0, 0));
+	for (i = 0; i < 13; i++) {
+		pid_t pid = fork();
+
+		ASSERT_LE(0, pid);
+		if (!pid) {
+			struct client c;
+
+			if (client_open(&c, self->name, 1))
+				_exit(2);
+			if (!i)
+				setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
+			_exit(do_call(&c, M_COUNT, 0, 0, 0, 0, NULL, NULL) ? 1 : 0);
+		}
+		int st;
+
+		waitpid(pid, &st, 0);
+		ASSERT_TRUE(WIFEXITED(st));
+		ASSERT_EQ(0, WEXITSTATUS(st));
+	}
+	for (i = 0; i < 13; i++) {
+		ASSERT_EQ(0, wait_call(self->srv.fd, self->srv.sid, &w));
+		ASSERT_EQ(POPUP_WAIT_KIND_CALL, w.kind);
+		if (w.ctx.priority == low)
+			seen = i;
+		struct popup_reply r = { .ctx_id = w.ctx.ctx_id };
+
+		EXPECT_EQ(0, ioctl(self->srv.fd, POPUP_IOC_REPLY, &r));
+	}
+	EXPECT_EQ(8, seen);
+}
+
 TEST_HARNESS_MAIN

@@ -419,7 +419,8 @@ struct popup_reply {
  * @gid:         caller's effective gid in the server's user namespace
  * @priority:    caller's kernel priority at CALL (0..139, lower is more
  *               urgent; nice n is 120 + n); queued calls are served
- *               lowest first, then by arrival
+ *               lowest first, then by arrival, except that a queued
+ *               call is passed over by more urgent ones at most 8 times
  * @cpu:         CPU the call was issued on (KIND_DGRAM: the CPU it
  *               arrived on, or the attached socket's CPU, see popup_attach)
  * @peer_family: KIND_DGRAM: AF_INET or AF_INET6, the sender's address
