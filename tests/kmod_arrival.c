@@ -67,37 +67,12 @@ struct echo_res {
 	uint8_t peer_addr[16];
 };
 
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 static int ncpus(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : n > MAX_CPUS ? MAX_CPUS : (int)n;
-}
-
-static int pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	return ncpus_max(MAX_CPUS);
 }
 
 /* ---- the in-test server ---- */
-
-struct area {
-	__u32 id;
-	char *addr;
-	__u64 size;
-};
 
 struct asrv {
 	int fd;
@@ -107,9 +82,7 @@ struct asrv {
 	__u32 attach_id[MAX_CPUS];
 	struct sockaddr_storage addr[MAX_CPUS];
 	socklen_t addrlen[MAX_CPUS];
-	pthread_mutex_t lock;
-	struct area areas[64];
-	int nareas;
+	struct areas areas;
 	atomic_int threads;
 	atomic_int spawned;
 	atomic_int handled;
@@ -123,46 +96,6 @@ struct hthread {
 	struct asrv *s;
 	int cpu;		/* pin to it; -1: no pinning */
 };
-
-static char *area_map(struct asrv *s, const struct popup_context *ctx)
-{
-	char *addr = NULL;
-	int i;
-
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->nareas; i++)
-		if (s->areas[i].id == ctx->binding_id)
-			addr = s->areas[i].addr;
-	if (!addr && s->nareas < 64) {
-		addr = mmap(NULL, ctx->map_size, PROT_READ | PROT_WRITE,
-			    MAP_SHARED, s->fd, ctx->map_offset);
-		if (addr == MAP_FAILED) {
-			addr = NULL;
-		} else {
-			s->areas[s->nareas].id = ctx->binding_id;
-			s->areas[s->nareas].addr = addr;
-			s->areas[s->nareas].size = ctx->map_size;
-			s->nareas++;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-	return addr;
-}
-
-static void area_unmap(struct asrv *s, __u32 id)
-{
-	int i;
-
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->nareas; i++) {
-		if (s->areas[i].id != id)
-			continue;
-		munmap(s->areas[i].addr, s->areas[i].size);
-		s->areas[i] = s->areas[--s->nareas];
-		break;
-	}
-	pthread_mutex_unlock(&s->lock);
-}
 
 static uint64_t get64(const unsigned char *p)
 {
@@ -251,7 +184,7 @@ static void spawn(struct asrv *s, int n, int cpu)
 static void handle(struct asrv *s, struct popup_wait *w)
 {
 	const struct popup_context *ctx = &w->ctx;
-	char *base = area_map(s, ctx);
+	char *base = area_map(&s->areas, ctx);
 	unsigned char *slot, req[POPUP_WIRE_HDR_LEN + 64];
 	size_t len = ctx->arg_len, n = 0;
 	int b = atomic_fetch_add(&s->busy, 1) + 1;
@@ -301,7 +234,7 @@ static void *handler_thread(void *arg)
 		if (w.kind == POPUP_WAIT_KIND_RETIRE)
 			break;
 		if (w.kind == POPUP_WAIT_KIND_UNMAP) {
-			area_unmap(s, w.ctx.binding_id);
+			area_unmap(&s->areas, w.ctx.binding_id);
 		} else if (w.kind == POPUP_WAIT_KIND_DGRAM) {
 			handle(s, &w);
 			cmd = POPUP_IOC_REPLY_WAIT;
@@ -404,10 +337,10 @@ static int server_open(struct asrv *s, const char *name,
 		       const struct popup_pool *pool)
 {
 	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->lock, NULL);
 	s->fd = open("/dev/popup", O_RDWR | O_CLOEXEC);
 	if (s->fd < 0)
 		return -errno;
+	areas_init(&s->areas, s->fd);
 	return do_export(s->fd, name, pool, &s->sid);
 }
 
@@ -463,8 +396,7 @@ static void server_stop(struct asrv *s)
 	close(s->fd);		/* release: detach, withdraw, wake everyone */
 	for (i = 0; i < 5000 && atomic_load(&s->threads); i++)
 		msleep(1);
-	for (i = 0; i < s->nareas; i++)
-		munmap(s->areas[i].addr, s->areas[i].size);
+	areas_unmap_all(&s->areas);
 	for (i = 0; i < s->nsock; i++)
 		close(s->sock[i]);
 	s->fd = -1;

@@ -50,14 +50,6 @@ static struct popup_method test_methods[] = {
 	{ .id = M_GET, .max_arg = 0, .max_res = 8 },
 };
 
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 static int open_dev(void)
 {
 	return open("/dev/popup", O_RDWR | O_CLOEXEC);

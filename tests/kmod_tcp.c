@@ -67,37 +67,12 @@ struct echo_res {
 	uint32_t kind;
 };
 
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 static int ncpus(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : n > MAX_CPUS ? MAX_CPUS : (int)n;
-}
-
-static void pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	return ncpus_max(MAX_CPUS);
 }
 
 /* ---- the in-test server ---- */
-
-struct area {
-	__u32 id;
-	char *addr;
-	__u64 size;
-};
 
 struct tsrv {
 	int fd;
@@ -106,9 +81,7 @@ struct tsrv {
 	int lsock[MAX_CPUS];
 	__u32 attach_id[MAX_CPUS];
 	uint16_t port[MAX_CPUS];
-	pthread_mutex_t lock;
-	struct area areas[16];
-	int nareas;
+	struct areas areas;
 	int keep_fd;		/* keep KIND_CONN descriptors, for hand-back */
 	int kept[64];
 	__u32 kept_id[64];
@@ -127,46 +100,6 @@ struct hthread {
 	struct tsrv *s;
 	int cpu;
 };
-
-static char *area_map(struct tsrv *s, const struct popup_context *ctx)
-{
-	char *addr = NULL;
-	int i;
-
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->nareas; i++)
-		if (s->areas[i].id == ctx->binding_id)
-			addr = s->areas[i].addr;
-	if (!addr && s->nareas < 16) {
-		addr = mmap(NULL, ctx->map_size, PROT_READ | PROT_WRITE,
-			    MAP_SHARED, s->fd, ctx->map_offset);
-		if (addr == MAP_FAILED) {
-			addr = NULL;
-		} else {
-			s->areas[s->nareas].id = ctx->binding_id;
-			s->areas[s->nareas].addr = addr;
-			s->areas[s->nareas].size = ctx->map_size;
-			s->nareas++;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-	return addr;
-}
-
-static void area_unmap(struct tsrv *s, __u32 id)
-{
-	int i;
-
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->nareas; i++) {
-		if (s->areas[i].id != id)
-			continue;
-		munmap(s->areas[i].addr, s->areas[i].size);
-		s->areas[i] = s->areas[--s->nareas];
-		break;
-	}
-	pthread_mutex_unlock(&s->lock);
-}
 
 /* The answer to frame @req (@len bytes) in @out; its length, 0 for none. */
 static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
@@ -279,7 +212,7 @@ static void take_conn(struct tsrv *s, const struct popup_context *ctx)
 static void handle(struct tsrv *s, struct popup_wait *w)
 {
 	const struct popup_context *ctx = &w->ctx;
-	char *base = area_map(s, ctx);
+	char *base = area_map(&s->areas, ctx);
 	unsigned char *slot, req[POPUP_WIRE_HDR_LEN + 64];
 	size_t len = ctx->arg_len, n = 0;
 
@@ -328,7 +261,7 @@ static void *handler_thread(void *arg)
 		if (w.kind == POPUP_WAIT_KIND_RETIRE)
 			break;
 		if (w.kind == POPUP_WAIT_KIND_UNMAP) {
-			area_unmap(s, w.ctx.binding_id);
+			area_unmap(&s->areas, w.ctx.binding_id);
 		} else if (w.kind == POPUP_WAIT_KIND_CONN) {
 			take_conn(s, &w.ctx);
 		} else if (w.kind == POPUP_WAIT_KIND_STREAM) {
@@ -396,10 +329,10 @@ static int server_open(struct tsrv *s, const char *name,
 	struct popup_export e;
 
 	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->lock, NULL);
 	s->fd = open("/dev/popup", O_RDWR | O_CLOEXEC);
 	if (s->fd < 0)
 		return -errno;
+	areas_init(&s->areas, s->fd);
 	memset(&e, 0, sizeof(e));
 	e.size = sizeof(e);
 	snprintf(e.name, sizeof(e.name), "%s", name);
@@ -442,8 +375,7 @@ static void server_stop(struct tsrv *s)
 	close(s->fd);
 	for (i = 0; i < 5000 && atomic_load(&s->threads); i++)
 		msleep(1);
-	for (i = 0; i < s->nareas; i++)
-		munmap(s->areas[i].addr, s->areas[i].size);
+	areas_unmap_all(&s->areas);
 	for (i = 0; i < s->nl; i++)
 		close(s->lsock[i]);
 	n = atomic_load(&s->nkept);
