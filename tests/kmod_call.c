@@ -953,6 +953,32 @@ TEST_F(call, mapping_rules)
 	EXPECT_EQ(ENOENT, errno);
 }
 
+/*
+ * Queue a one-way M_COUNT call on service @name from a child process that
+ * first raises its nice value by @nice_inc; 0 once the call is queued.
+ */
+static int queue_oneway_at(const char *name, int nice_inc)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		struct client c;
+
+		if (client_open(&c, name, 1))
+			_exit(2);
+		if (nice_inc)
+			setpriority(PRIO_PROCESS, 0,
+				    getpriority(PRIO_PROCESS, 0) + nice_inc);
+		_exit(do_call(&c, M_COUNT, 0, 0, 0, 0, NULL, NULL) ? 1 : 0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st) ? -1 : 0;
+}
+
 TEST_F(call, priority_order)
 {
 	struct popup_pool pool = {
@@ -964,28 +990,11 @@ TEST_F(call, priority_order)
 
 	ASSERT_EQ(0, server_start(&self->srv, self->name, &pool, 0, 0));
 	ASSERT_EQ(0, client_open(&self->cl, self->name, 6));
-	/* Queue one-way calls at nice 5, 0 (our own) and 10, in that order. */
+	/* Queue one-way calls at nice +5, +0 (our own) and +10, in that order. */
 	int nices[3] = { 5, 0, 10 };
 
-	for (i = 0; i < 3; i++) {
-		pid_t pid = fork();
-
-		ASSERT_LE(0, pid);
-		if (!pid) {
-			struct client c;
-
-			if (client_open(&c, self->name, 1))
-				_exit(2);
-			if (nices[i])
-				setpriority(PRIO_PROCESS, 0, nices[i]);
-			_exit(do_call(&c, M_COUNT, 0, 0, 0, 0, NULL, NULL) ? 1 : 0);
-		}
-		int st;
-
-		waitpid(pid, &st, 0);
-		ASSERT_TRUE(WIFEXITED(st));
-		ASSERT_EQ(0, WEXITSTATUS(st));
-	}
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, queue_oneway_at(self->name, nices[i]));
 	for (i = 0; i < 3; i++) {
 		ASSERT_EQ(0, wait_call(self->srv.fd, self->srv.sid, &w));
 		ASSERT_EQ(POPUP_WAIT_KIND_CALL, w.kind);
@@ -1014,25 +1023,8 @@ TEST_F(call, priority_no_starvation)
 	int i, seen = -1;
 
 	ASSERT_EQ(0, server_start(&self->srv, self->name, &pool, 0, 0));
-	for (i = 0; i < 13; i++) {
-		pid_t pid = fork();
-
-		ASSERT_LE(0, pid);
-		if (!pid) {
-			struct client c;
-
-			if (client_open(&c, self->name, 1))
-				_exit(2);
-			if (!i)
-				setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
-			_exit(do_call(&c, M_COUNT, 0, 0, 0, 0, NULL, NULL) ? 1 : 0);
-		}
-		int st;
-
-		waitpid(pid, &st, 0);
-		ASSERT_TRUE(WIFEXITED(st));
-		ASSERT_EQ(0, WEXITSTATUS(st));
-	}
+	for (i = 0; i < 13; i++)
+		ASSERT_EQ(0, queue_oneway_at(self->name, i ? 0 : 10));
 	for (i = 0; i < 13; i++) {
 		ASSERT_EQ(0, wait_call(self->srv.fd, self->srv.sid, &w));
 		ASSERT_EQ(POPUP_WAIT_KIND_CALL, w.kind);
