@@ -26,4 +26,10 @@ for t in popupd_native.sh popupd_arbiter.sh popupd_subcall.sh; do
 	echo "# --- $t (module backend)"
 	bash "$here/$t" || rc=1
 done
+# The dispatch models with local callers on popup.ko. Network requests take
+# the epoll path here: under kernel arrival a `popup`-model service runs in
+# the module's pop-up threads, whose queue does not apply the wire priority
+# or the service's own pool (see README, "Dispatch models").
+echo "# --- popupd_dispatch (local calls on the module backend, --arrival=user)"
+POPUPD_TEST_ARRIVAL=user "${POPUP_TEST_DIR:-$top/build/tests}/popupd_dispatch" || rc=1
 exit $rc

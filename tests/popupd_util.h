@@ -102,6 +102,15 @@ static inline int pd_start_v(struct pd *p, int np, int hp, rlim_t rlimit_nofile,
 		args++;
 	else
 		argv[n++] = "--no-local";
+	/* POPUPD_TEST_ARRIVAL=user|kernel|auto picks the network arrival
+	 * path of every popupd a test starts (popupd_kernel.sh uses it). */
+	char arrival[32];
+	const char *ar = getenv("POPUPD_TEST_ARRIVAL");
+
+	if (ar && *ar) {
+		snprintf(arrival, sizeof(arrival), "--arrival=%s", ar);
+		argv[n++] = arrival;
+	}
 	while (args && *args && n < 62)
 		argv[n++] = *args++;
 	argv[n] = NULL;

@@ -101,12 +101,47 @@ static int steer_open(struct popup_steer **stp, const char *dir)
  * the module offers it (auto) or when asked (kernel), else the workers'
  * epoll loops. Shown in the statistics file, so popupctl stats tells.
  */
+/*
+ * The kernel path runs handlers in popup.ko's pop-up threads (the `popup`
+ * model), or hands them to the object's thread (per-object); a service
+ * that wants its own fixed, per-CPU or per-connection threads would lose
+ * them there, so such a service keeps the whole daemon on the epoll path.
+ */
+static const struct svc *arrival_misfit(void)
+{
+	for (unsigned int i = 0; i < services_count(); i++) {
+		const struct svc *s = svc_at(i);
+
+		switch (s->dispatch) {
+		case POPUP_SVC_DISPATCH_POOL:
+		case POPUP_SVC_DISPATCH_INLINE:
+		case POPUP_SVC_DISPATCH_PER_OBJECT:
+			break;
+		default:
+			return s;
+		}
+	}
+	return NULL;
+}
+
 static int start_arrival(struct popup_stats_file *sf)
 {
+	const struct svc *misfit;
 	int err;
 
 	if (pd.cfg.arrival == ARRIVAL_USER)
 		return 0;
+	misfit = arrival_misfit();
+	if (misfit && pd.cfg.arrival == ARRIVAL_AUTO) {
+		pr_info("arrival: service %s runs dispatch %s, which the kernel path cannot keep; requests on the epoll path",
+			misfit->def->name, svc_dispatch_name(misfit->dispatch));
+		return 0;
+	}
+	if (misfit) {
+		pr_err("arrival: --arrival=kernel cannot keep service %s's dispatch %s (use popup, inline or per-object, or --arrival=user)",
+		       misfit->def->name, svc_dispatch_name(misfit->dispatch));
+		return -EINVAL;
+	}
 	err = arrival_kernel_start();
 	if (err == -EOPNOTSUPP && pd.cfg.arrival == ARRIVAL_AUTO) {
 		pr_info("arrival: popup.ko with socket attach not available; UDP on the epoll path");
