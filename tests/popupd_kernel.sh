@@ -32,4 +32,34 @@ done
 # or the service's own pool (see README, "Dispatch models").
 echo "# --- popupd_dispatch (local calls on the module backend, --arrival=user)"
 POPUPD_TEST_ARRIVAL=user "${POPUP_TEST_DIR:-$top/build/tests}/popupd_dispatch" || rc=1
+# A service whose dispatch model the kernel path cannot keep: --arrival=auto
+# stays on epoll and says why, --arrival=kernel refuses to start.
+pd=${POPUP_BIN:-$top/build/bin}/popupd
+t=$(mktemp -d)
+n=0
+for mode in auto kernel; do
+	timeout 20 "$pd" -s sleep --set sleep.dispatch=per-connection -p 0 --no-http \
+		--no-local --arrival "$mode" --pin-dir "/sys/fs/bpf/popup-kt-$$" \
+		--stats "$t/stats" >"$t/$mode.log" 2>&1 &
+	p=$!
+	sleep 3
+	kill -TERM $p 2>/dev/null
+	wait $p
+	echo "exit=$?" >>"$t/$mode.log"
+done
+n=$((n + 1))
+if grep -q "service sleep runs dispatch per-connection" "$t/auto.log" &&
+   grep -q "exit=0" "$t/auto.log"; then
+	echo "ok $n --arrival=auto keeps a per-connection service on the epoll path"
+else
+	echo "not ok $n --arrival=auto keeps a per-connection service on the epoll path"; sed 's/^/# /' "$t/auto.log"; rc=1
+fi
+n=$((n + 1))
+if grep -q "cannot keep service sleep's dispatch per-connection" "$t/kernel.log" &&
+   ! grep -q "exit=0" "$t/kernel.log"; then
+	echo "ok $n --arrival=kernel refuses a per-connection service"
+else
+	echo "not ok $n --arrival=kernel refuses a per-connection service"; sed 's/^/# /' "$t/kernel.log"; rc=1
+fi
+rm -rf "$t" "/sys/fs/bpf/popup-kt-$$"
 exit $rc
