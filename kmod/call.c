@@ -24,7 +24,9 @@
  * POPUP_WAIT_NEW, or a second passed). It reaches userspace in the
  * @spawn field of the next WAIT result, as KIND_SPAWN to a control waiter,
  * and as EPOLLIN. Pool threads idle beyond max_idle, or idle for
- * idle_timeout while min_idle others are idle too, get KIND_RETIRE.
+ * idle_timeout while min_idle others are idle too and were all along (no
+ * hand-off took the idle count down to min_idle meanwhile: no spawn and
+ * retire churn under steady load), get KIND_RETIRE.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -356,7 +358,8 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 
 	if (w) {
 		list_del_init(&w->node);
-		svc->nidle--;
+		if (svc->nidle-- <= svc->pool.min_idle + 1)
+			svc->spare_since = jiffies;
 		w->ctx = ctx;
 		w->kicked = true;
 		ctx->waiter = w;
@@ -716,6 +719,20 @@ static void popup_queue_kick_locked(struct popup_service *svc)
 	}
 }
 
+/*
+ * May a pool thread whose idle timeout passed retire? Only if the pool had
+ * a thread to spare (more than min_idle idle) for a whole idle period: a
+ * steady caller briefly takes the idle count down to the minimum on every
+ * call, and retiring the spare then would only have it spawned again.
+ */
+static bool popup_pool_spare_locked(struct popup_service *svc)
+{
+	lockdep_assert_held(&svc->lock);
+	return svc->nidle >= svc->pool.min_idle &&
+	       time_after_eq(jiffies, svc->spare_since +
+			     msecs_to_jiffies(svc->pool.idle_timeout_ms));
+}
+
 static long popup_idle_timeout(struct popup_service *svc, bool pool)
 {
 	if (!pool || !svc->pool.idle_timeout_ms)
@@ -839,7 +856,13 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 			break;
 		}
 		if (pool && (svc->nidle >= svc->pool.max_idle ||
-			     (timed_out && svc->nidle >= svc->pool.min_idle))) {
+			     (timed_out && popup_pool_spare_locked(svc)))) {
+			/*
+			 * Without us the pool may be at its edge: the next
+			 * spare, if any, waits a whole period of its own.
+			 */
+			if (svc->nidle <= svc->pool.min_idle + 1)
+				svc->spare_since = jiffies;
 			w->kind = POPUP_WAIT_KIND_RETIRE;
 			if (svc->nthreads)
 				svc->nthreads--;

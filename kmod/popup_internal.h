@@ -198,6 +198,8 @@ struct popup_waiter {
  * @running:      HANDED and ACTIVE contexts
  * @idle:         idle pool (and non-pool) waiters, most recent first
  * @nidle:        idle waiters that are pool threads
+ * @spare_since:  jiffies since which @nidle stayed above min_idle (a
+ *                hand-off that leaves it at min_idle or below resets it)
  * @control:      control waiters
  * @replying:     REPLY_WAIT waiters sending a datagram reply, about to
  *                wait (their @node)
@@ -234,6 +236,7 @@ struct popup_service {
 	struct list_head running;
 	struct list_head idle;
 	u32 nidle;
+	unsigned long spare_since;
 	struct list_head control;
 	struct list_head replying;
 	u32 nreplying;

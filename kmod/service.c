@@ -245,6 +245,7 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 	INIT_LIST_HEAD(&svc->queue);
 	INIT_LIST_HEAD(&svc->running);
 	INIT_LIST_HEAD(&svc->idle);
+	svc->spare_since = jiffies;
 	INIT_LIST_HEAD(&svc->control);
 	INIT_LIST_HEAD(&svc->replying);
 	INIT_LIST_HEAD(&svc->notices);

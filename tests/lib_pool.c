@@ -263,6 +263,48 @@ TEST_F_TIMEOUT(pool, grow_queue_shrink, 60)
 	EXPECT_LE(st.max_threads_seen, p->max_threads);
 }
 
+/*
+ * A caller in a loop keeps one thread busy at a time: after the pool has
+ * settled, it must not retire threads only to spawn them again (steady
+ * state costs no thread creation), though the idle timeout passes many
+ * times meanwhile.
+ */
+TEST_F(pool, steady_no_spawns)
+{
+	uint32_t ab[2] = { 2, 3 }, sum, len;
+	struct popup_server_stats st;
+	uint64_t spawned, retired, end;
+	struct timespec ts;
+	int calls = 0;
+
+	/* Settle: the first calls grow the pool by a spawn request, which
+	 * the runner serves asynchronously; give it two idle periods. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = ts.tv_sec * 1000ull + ts.tv_nsec / 1000000 +
+	      2ull * variant->pool.idle_timeout_ms;
+	do {
+		ASSERT_EQ(0, popup_binding__call(self->b, M_ADD, ab, 8, &sum, 4, &len, 0));
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+	} while (ts.tv_sec * 1000ull + ts.tv_nsec / 1000000 < end);
+	ASSERT_EQ(0, popup_server__stats(self->srv, &st));
+	spawned = st.spawned;
+	retired = st.retired;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = ts.tv_sec * 1000ull + ts.tv_nsec / 1000000 +
+	      4ull * variant->pool.idle_timeout_ms;
+	do {
+		ASSERT_EQ(0, popup_binding__call(self->b, M_ADD, ab, 8, &sum, 4, &len, 0));
+		calls++;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+	} while (ts.tv_sec * 1000ull + ts.tv_nsec / 1000000 < end);
+	ASSERT_EQ(0, popup_server__stats(self->srv, &st));
+	EXPECT_EQ(spawned, st.spawned) TH_LOG("%d calls: %llu spawned, %llu retired",
+		calls, (unsigned long long)(st.spawned - spawned),
+		(unsigned long long)(st.retired - retired));
+	/* Retiring a thread that was truly spare (an increment's overshoot)
+	 * is fine; only creating threads again is churn. */
+}
+
 /* set_pool applies to a running pool: a higher minimum spawns threads. */
 TEST_F(pool, set_pool)
 {

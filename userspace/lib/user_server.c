@@ -120,9 +120,11 @@ struct userver {
 	bool active;			/* run() is running */
 	uint32_t nr_threads;		/* alive or being created */
 	uint32_t nr_idle, nr_busy, nr_spawning, nr_queued;
+	uint32_t nr_finishing;		/* busy threads past their handler */
 	uint32_t spawn_req;		/* threads asked of the runner */
 	uint64_t seq;			/* next uctx.seq */
 	uint32_t skips;			/* dequeues that passed the oldest over */
+	uint64_t spare_since_ns;	/* nr_idle above min_idle since then */
 	pthread_cond_t exited;		/* nr_threads dropped to 0 */
 };
 
@@ -204,7 +206,11 @@ static uint32_t pool_want_spawn_locked(struct popup_server *srv)
 
 	if (!us->active || us->nr_spawning || us->nr_threads >= p->max_threads)
 		return 0;
-	if (!us->nr_queued && us->nr_idle >= p->min_idle)
+	/* A thread past its handler (sending the reply) takes a queued call
+	 * or goes idle within microseconds: count it as available, as the
+	 * module counts its replying threads, or a caller in a loop would
+	 * make the pool spawn a thread the idle timeout then retires. */
+	if (us->nr_idle + us->nr_finishing >= us->nr_queued + p->min_idle)
 		return 0;
 	n = min_t(uint32_t, p->increment, p->max_threads - us->nr_threads);
 	us->nr_threads += n;
@@ -232,7 +238,8 @@ static void pool_enqueue_locked(struct popup_server *srv, struct uctx *ctx)
 		struct waiter *w = container_of(us->idle.next, struct waiter, node);
 
 		list_del(&w->node);
-		us->nr_idle--;
+		if (us->nr_idle-- <= srv->pool.min_idle + 1)
+			us->spare_since_ns = libpopup_now_ns();
 		w->ctx = ctx;
 		pthread_cond_signal(&w->cond);
 		return;
@@ -332,9 +339,23 @@ static struct uctx *pool_wait_locked(struct popup_server *srv)
 		}
 		if (w.ctx || !us->active || pool_excess_locked(srv))
 			break;
-		if (us->nr_idle - 1 >= srv->pool.min_idle)
+		/*
+		 * Retire only if the pool had a thread to spare during this
+		 * whole idle period: a steady caller that keeps one thread
+		 * busy at a time briefly takes the idle count down to the
+		 * minimum on every call, and retiring the spare then would
+		 * only have it spawned again (spawns per second in steady
+		 * state must be zero).
+		 */
+		if (us->nr_idle - 1 >= srv->pool.min_idle &&
+		    libpopup_now_ns() - us->spare_since_ns >= idle_ms * 1000000ull) {
+			/* Without us the pool may be at its edge: the next
+			 * spare, if any, waits a whole period of its own. */
+			if (us->nr_idle - 1 <= srv->pool.min_idle + 1)
+				us->spare_since_ns = libpopup_now_ns();
 			break;
-		err = 0;	/* needed as a minimum: stay, start a new period */
+		}
+		err = 0;	/* needed: stay, start a new period */
 	}
 	ctx = w.ctx;
 	if (!ctx) {
@@ -371,6 +392,7 @@ static void ctx_run(struct popup_server *srv, struct uctx *ctx)
 	}
 	pthread_mutex_lock(&srv->lock);
 	srv->stats.calls++;
+	US(srv)->nr_finishing++;
 	pthread_mutex_unlock(&srv->lock);
 	if (!oneway)
 		sent = conn_send(ctx->conn, &h, req->res, h.len);
@@ -418,9 +440,13 @@ static void *handler_thread(void *arg)
 		ctx_run(srv, ctx);
 		pthread_mutex_lock(&srv->lock);
 		us->nr_busy--;
+		us->nr_finishing--;
 		if (pool_should_retire_locked(srv))
 			break;
 	}
+	/* Calls queued while we counted as finishing: see they get a thread. */
+	if (us->nr_queued && pool_want_spawn_locked(srv))
+		runner_wake(us);
 	us->nr_threads--;
 	if (us->active)
 		srv->stats.retired++;
