@@ -380,40 +380,45 @@ static void popup_udp_drain(struct popup_sock *ps)
 }
 
 /*
- * Send a bare native reply header with @ctx->kstatus to its sender (on a
- * TCP connection: on it, with a bounded wait for room).
+ * The bare native reply header with @ctx->kstatus that answers @ctx's
+ * request, into @rep (POPUP_WIRE_HDR_LEN bytes). False (counted) if the
+ * request had no well-formed header to answer.
  */
-void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
+bool popup_kreply_build(const struct popup_ctx *ctx, u8 *rep)
 {
 	const u8 *h = ctx->hdr;
-	u8 rep[POPUP_WIRE_HDR_LEN];
-	struct msghdr msg = {
-		.msg_name = &ctx->peer,
-		.msg_namelen = ctx->peer_len,
-		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
-	};
-
-	if (ps->kind != POPUP_SOCK_UDP) {
-		msg.msg_name = NULL;
-		msg.msg_namelen = 0;
-	}
-	struct kvec kv = { .iov_base = rep, .iov_len = sizeof(rep) };
-	int ret;
 
 	/* Only a well-formed request gets an answer; never a reply. */
 	if (ctx->hdr_len < POPUP_WIRE_HDR_LEN ||
 	    get_unaligned_be32(h) != POPUP_WIRE_MAGIC ||
 	    h[4] != POPUP_WIRE_VERSION || (h[5] & POPUP_WIRE_F_REPLY)) {
 		popup_arr_inc(POPUP_ARR_UNANSWERABLE);
-		return;
+		return false;
 	}
-	memset(rep, 0, sizeof(rep));
+	memset(rep, 0, POPUP_WIRE_HDR_LEN);
 	put_unaligned_be32(POPUP_WIRE_MAGIC, rep);
 	rep[4] = POPUP_WIRE_VERSION;
 	rep[5] = POPUP_WIRE_F_REPLY;
 	memcpy(rep + 6, h + 6, 6);		/* method, service */
 	put_unaligned_be32(ctx->kstatus, rep + 12);
 	memcpy(rep + 16, h + 16, 8);		/* req_id */
+	return true;
+}
+
+/* Send the kernel reply of datagram @ctx to its sender. */
+void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
+{
+	u8 rep[POPUP_WIRE_HDR_LEN];
+	struct msghdr msg = {
+		.msg_name = &ctx->peer,
+		.msg_namelen = ctx->peer_len,
+		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
+	};
+	struct kvec kv = { .iov_base = rep, .iov_len = sizeof(rep) };
+	int ret;
+
+	if (!popup_kreply_build(ctx, rep))
+		return;
 	ret = kernel_sendmsg(ps->sock, &msg, &kv, 1, sizeof(rep));
 	if (ret < 0)
 		popup_arr_inc(POPUP_ARR_TXERR);
@@ -446,8 +451,10 @@ void popup_sock_work(struct work_struct *work)
 	spin_unlock_bh(&svc->lock);
 	list_for_each_entry_safe(ctx, tmp, &list, node) {
 		list_del_init(&ctx->node);
-		if (ps->kind == POPUP_SOCK_UDP || popup_tcp_kreply(ps, ctx))
+		if (ps->kind == POPUP_SOCK_UDP)
 			popup_kreply_send(ps, ctx);
+		else
+			popup_tcp_kreply(ps, ctx);
 		popup_ctx_put(ctx);
 		cond_resched();
 	}
@@ -515,7 +522,7 @@ void popup_arrival_replied(struct popup_ctx *ctx)
 	struct popup_sock *ps = ctx->psock;
 
 	if (ps->kind == POPUP_SOCK_CONN)
-		popup_stream_done_locked(ps);
+		popup_stream_done_locked(ctx);
 }
 
 /*

@@ -29,31 +29,60 @@
  * (the latter for resets, which wake no reader). It shares the listener's
  * service, CPU and receive area (one @active count of it) and is linked on
  * the listener's @conns list, so detaching the listener (DETACH, WITHDRAW,
- * release of the file) detaches its connections too. At most one stream
- * context per connection exists (@inflight); an event while one exists
- * sets @more, and finishing the context re-arms the connection through
- * its work item. Flow of one request:
- *   1. softirq, sk_data_ready: nothing in flight: allocate a context
- *      (GFP_ATOMIC; on failure the work item does it) and apply the pool
- *      rules (arg_len unknown yet).
+ * release of the file) detaches its connections too.
+ *
+ * A pipelining client gets concurrent service: up to POPUP_CONN_INFLIGHT
+ * stream contexts of one connection exist at a time (@ninflight), but at
+ * most one of them has not read its frame yet (@reading): the stream has
+ * a single reader and frames are taken in order. An event, or bytes left
+ * after a frame, sets @more; popup_stream_next_locked() starts a context
+ * when @more is set, nobody reads and the limit allows, and is called
+ * again by a context that has read its frame and by one that finishes.
+ * Flow of one request:
+ *   1. softirq, sk_data_ready: allocate a context (GFP_ATOMIC; on failure
+ *      the work item does it) and apply the pool rules (arg_len unknown
+ *      yet): an idle thread, else queued, spawn requests.
  *   2. WAIT, in the handler's thread (state FILL, svc->lock dropped):
  *      peek the 32-byte native header (include/popup/wire.h), check its
  *      magic and length (framing only, like popupd's own reader), and
  *      read the whole frame into the slot only once tcp_inq() shows all
  *      of it; an incomplete frame finishes the context silently (the
- *      next data_ready brings a new one) unless the peer has ended. Bytes
- *      left after the frame set @more. EOF, a reset or an oversized frame
- *      (a TOOBIG reply first) close the connection: it is taken off its
+ *      next data_ready brings a new one) unless the peer has ended. Once
+ *      its frame is read the reader role passes on: if bytes are left (a
+ *      pipelined frame, which no event will announce) or the peer has
+ *      ended, the next context is made at once, in this thread, before
+ *      the handler runs its own request. A reset or an oversized frame (a
+ *      TOOBIG reply first) closes the connection: it is taken off its
  *      listener's list and @close_work detaches it (a grace period is
  *      waited for there, not in the handler). Bytes without the magic
  *      close it too, and reach the handler as a POPUP_CTX_BADFRAME
- *      context so that it can count them.
+ *      context so that it can count them. The peer's orderly end (EOF,
+ *      or a frame cut short by it) sets @eof instead: no context starts
+ *      any more and the last one in flight closes the connection after
+ *      its reply, so a client that pipelines requests and then shuts its
+ *      side down gets every reply.
  *   3. REPLY writes result_len bytes of the slot to the connection
  *      (kernel_sendmsg, waiting for send-buffer room; a short write, e.g.
- *      on a signal, closes the connection) and re-arms it.
+ *      on a signal, closes the connection) and lets the next context
+ *      start if the limit held it back. Replies go out in the order they
+ *      are made (the wire protocol matches them by req_id).
  * Overload (no slot, or the queue full with no idle thread): the context
  * goes to the connection's kernel-reply list; the work item consumes the
  * frame once whole and answers BUSY with its header.
+ *
+ * Replies of several threads must not interleave on the stream, and
+ * tcp_sendmsg() releases the socket lock while it waits for memory, so
+ * lock_sock() does not make a reply atomic: each whole reply is written
+ * under the connection's @send_lock (a mutex). Kernel replies (BUSY,
+ * TOOBIG, ERROR) are queued as headers on @kpend (at most
+ * POPUP_CONN_KPEND, past which the connection is closed) and written by
+ * whoever holds the lock: the work item only try-locks and writes without
+ * waiting for room (it must not wait behind a handler blocked on a peer
+ * that does not read: a detach flushes the work item), a handler thread
+ * writes them after its own reply, and every holder looks at @kpend again
+ * after unlocking, so none is left behind. Contexts in flight on a
+ * connection that is closed (reset, bad frame, detach) hold a reference
+ * to it: their replies fail (txerr) and release it when they end.
  *
  * Detach of either kind: arrival.c's popup_socks_detach_list() unhooks
  * (restoring every callback that is still ours), waits a grace period,
@@ -64,11 +93,12 @@
  * Locking: as arrival.c. A connection's callbacks run with the socket's
  * spinlock held (bh_lock_sock) or with the socket owned, and take
  * svc->lock inside; nothing takes a socket lock with svc->lock held.
- * @conns, @nconns, @closing, @inflight, @more and @accept are under
- * svc->lock; a connection is detached by whoever takes it off its
- * listener's list (setting @closing) under that lock: a closing
- * connection's @close_work, DETACH with POPUP_DETACH_CONN, or the
- * listener's detach.
+ * @conns, @nconns, @closing, @ninflight, @reading, @more, @eof, @kpend and
+ * @accept are under svc->lock; @send_lock is taken with no other lock held
+ * (lock_sock and svc->lock nest in it); a connection is detached by
+ * whoever takes it off its listener's list (setting @closing) under
+ * svc->lock: a closing connection's @close_work, DETACH with
+ * POPUP_DETACH_CONN, or the listener's detach.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -317,9 +347,45 @@ int popup_conn_fill(struct popup_ctx *ctx)
 
 /* ---- parked connections ---- */
 
+static bool popup_conn_close_locked(struct popup_sock *ps);
+
 /*
- * Start a stream context for connection @ps, whose @inflight the caller
- * set. Any context.
+ * Under svc->lock: may a new stream context of @ps start (something came,
+ * no other reads, room under the limit)? If so the caller has taken the
+ * reader role and is to call popup_stream_new().
+ */
+static bool popup_stream_next_locked(struct popup_sock *ps)
+{
+	lockdep_assert_held(&ps->svc->lock);
+	if (!ps->more || ps->reading || ps->eof || ps->detached ||
+	    ps->closing || ps->ninflight >= POPUP_CONN_INFLIGHT)
+		return false;
+	ps->more = false;
+	ps->reading = true;
+	ps->ninflight++;
+	return true;
+}
+
+/*
+ * Under svc->lock: a stream context of @ps is gone (@reader: it had not
+ * read a frame, or it never came to be). The last one after the peer's
+ * end closes the connection. True if the caller is to start the next
+ * context.
+ */
+static bool popup_stream_release_locked(struct popup_sock *ps, bool reader)
+{
+	lockdep_assert_held(&ps->svc->lock);
+	ps->ninflight--;
+	if (reader)
+		ps->reading = false;
+	if (ps->eof && !ps->ninflight && popup_conn_close_locked(ps))
+		popup_arr_inc(POPUP_ARR_CLOSED);
+	return popup_stream_next_locked(ps);
+}
+
+/*
+ * Start a stream context for connection @ps, the reader role taken by
+ * popup_stream_next_locked(). Any context.
  */
 static void popup_stream_new(struct popup_sock *ps, gfp_t gfp)
 {
@@ -336,10 +402,11 @@ static void popup_stream_new(struct popup_sock *ps, gfp_t gfp)
 			popup_sock_kick(ps);
 		} else {
 			popup_arr_inc(POPUP_ARR_LOST);
-			ps->inflight = false;	/* the next event tries */
+			/* the next event tries */
+			popup_stream_release_locked(ps, true);
 		}
 	} else if (ps->detached || ps->closing) {
-		ps->inflight = false;
+		popup_stream_release_locked(ps, true);
 	} else {
 		popup_arr_inc(POPUP_ARR_ARRIVALS);
 		popup_tcp_ctx_init(ps, ctx);
@@ -370,14 +437,8 @@ static void popup_tcp_conn_event(struct sock *sk, bool state)
 	if (state)	/* whoever waits on the socket's own queue */
 		ps->saved_state_change(sk);
 	spin_lock_bh(&ps->svc->lock);
-	if (ps->detached || ps->closing) {
-		go = false;
-	} else if (ps->inflight) {
-		ps->more = true;
-	} else {
-		ps->inflight = true;
-		go = true;
-	}
+	ps->more = true;
+	go = popup_stream_next_locked(ps);
 	spin_unlock_bh(&ps->svc->lock);
 	if (go)
 		popup_stream_new(ps, GFP_ATOMIC);
@@ -411,16 +472,14 @@ static void popup_tcp_conn_state(struct sock *sk)
 }
 
 /*
- * The stream context of @ps is finished: let the next one come, now if
- * an event or bytes are waiting (through the worker).
+ * Stream context @ctx is finished: the next one may come, now (through
+ * the worker) if an event or bytes are waiting.
  */
-void popup_stream_done_locked(struct popup_sock *ps)
+void popup_stream_done_locked(struct popup_ctx *ctx)
 {
-	lockdep_assert_held(&ps->svc->lock);
-	ps->inflight = false;
-	if (ps->more && !ps->detached && !ps->closing) {
-		ps->more = false;
-		ps->inflight = true;
+	struct popup_sock *ps = ctx->psock;
+
+	if (popup_stream_release_locked(ps, !ctx->taken)) {
 		ps->drain = true;
 		popup_sock_kick(ps);
 	}
@@ -453,25 +512,50 @@ static void popup_conn_close_work(struct work_struct *work)
 	popup_sock_put(ps);		/* the work's reference */
 }
 
-/* The connection ended (@stat says why): detach it unless another does. */
-static void popup_conn_close(struct popup_sock *ps, enum popup_arr_stat stat)
+/*
+ * Under svc->lock: connection @ps is to be detached, by @close_work unless
+ * another detaches it already. True if this call took it.
+ */
+static bool popup_conn_close_locked(struct popup_sock *ps)
 {
-	struct popup_service *svc = ps->svc;
-	bool own;
-
-	spin_lock_bh(&svc->lock);
-	own = !ps->closing;
-	if (own) {
-		ps->closing = true;
-		list_del_init(&ps->proc_node);
-		ps->parent->nconns--;
-	}
-	spin_unlock_bh(&svc->lock);
-	if (!own)
-		return;
-	popup_arr_inc(stat);
+	lockdep_assert_held(&ps->svc->lock);
+	if (ps->closing)
+		return false;
+	ps->closing = true;
+	list_del_init(&ps->proc_node);
+	ps->parent->nconns--;
 	kref_get(&ps->refs);
 	queue_work(popup_wq, &ps->close_work);
+	return true;
+}
+
+/* The connection broke (@stat says why): detach it now. */
+static void popup_conn_close(struct popup_sock *ps, enum popup_arr_stat stat)
+{
+	bool own;
+
+	spin_lock_bh(&ps->svc->lock);
+	own = popup_conn_close_locked(ps);
+	spin_unlock_bh(&ps->svc->lock);
+	if (own)
+		popup_arr_inc(stat);
+}
+
+/*
+ * Reading a frame of @ps failed with @err: an orderly end of the peer
+ * (-ESHUTDOWN) lets the contexts in flight reply first, the last one
+ * closes; anything else closes at once.
+ */
+static void popup_stream_broken(struct popup_sock *ps, int err,
+				enum popup_arr_stat why)
+{
+	if (err != -ESHUTDOWN) {
+		popup_conn_close(ps, why);
+		return;
+	}
+	spin_lock_bh(&ps->svc->lock);
+	ps->eof = true;		/* the reader's own release sees it */
+	spin_unlock_bh(&ps->svc->lock);
 }
 
 /* Listener detach: its connections join @list (linked by proc_node). */
@@ -534,10 +618,121 @@ static u32 popup_slot_kvec(struct popup_ctx *ctx, struct kvec *kv, u32 off,
 }
 
 /*
+ * @ctx has read its frame: the next frame, if bytes are left (pipelined:
+ * no event will tell) or an event came meanwhile, becomes another context
+ * at once, within the connection's limit; so does the peer's end, if it
+ * came with the frames (its event may have been taken by a context that
+ * found another frame). Process context.
+ */
+static void popup_stream_pass(struct popup_ctx *ctx)
+{
+	struct popup_sock *ps = ctx->psock;
+	struct sock *sk = ps->sk;
+	bool go, more;
+
+	lock_sock(sk);
+	more = tcp_inq(sk) > 0 || (sk->sk_shutdown & RCV_SHUTDOWN) ||
+	       sk->sk_err;
+	release_sock(sk);
+	spin_lock_bh(&ps->svc->lock);
+	ctx->taken = true;
+	ps->reading = false;
+	if (more)
+		ps->more = true;
+	go = popup_stream_next_locked(ps);
+	spin_unlock_bh(&ps->svc->lock);
+	if (go)
+		popup_stream_new(ps, GFP_KERNEL);
+}
+
+/*
+ * With @ps->send_lock held: write the kernel reply headers pending on the
+ * connection, waiting for room only if @wait (a handler thread; the worker
+ * must not block behind a peer that does not read). A short write closes
+ * the connection: a peer whose replies fill the send buffer while it has
+ * more requests answered by the worker is not served further.
+ */
+static void popup_conn_kflush_held(struct popup_sock *ps, bool wait)
+{
+	u8 buf[POPUP_CONN_KPEND][POPUP_WIRE_HDR_LEN];
+	struct msghdr msg = {
+		.msg_flags = MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT),
+	};
+	struct kvec kv = { .iov_base = buf };
+	u32 n;
+	int ret;
+
+	lockdep_assert_held(&ps->send_lock);
+	spin_lock_bh(&ps->svc->lock);
+	n = ps->nkpend;
+	memcpy(buf, ps->kpend, n * POPUP_WIRE_HDR_LEN);
+	ps->nkpend = 0;
+	spin_unlock_bh(&ps->svc->lock);
+	if (!n)
+		return;
+	kv.iov_len = n * POPUP_WIRE_HDR_LEN;
+	ret = kernel_sendmsg(ps->sock, &msg, &kv, 1, kv.iov_len);
+	if (ret != kv.iov_len) {
+		popup_arr_inc(POPUP_ARR_TXERR);
+		popup_conn_close(ps, POPUP_ARR_CLOSED);
+		return;
+	}
+	WRITE_ONCE(ps->kreplied, ps->kreplied + n);
+}
+
+/*
+ * Write the pending kernel replies of @ps unless a thread holds its send
+ * lock: each holder flushes them before it lets go and looks again after,
+ * so none is left behind.
+ */
+static void popup_conn_kflush(struct popup_sock *ps, bool wait)
+{
+	bool more;
+
+	while (mutex_trylock(&ps->send_lock)) {
+		popup_conn_kflush_held(ps, wait);
+		mutex_unlock(&ps->send_lock);
+		spin_lock_bh(&ps->svc->lock);
+		more = ps->nkpend;
+		spin_unlock_bh(&ps->svc->lock);
+		if (!more)
+			return;
+	}
+}
+
+/*
+ * Answer @ctx (a BUSY, TOOBIG or ERROR header) on connection @ps, between
+ * whole replies of the handler threads (@wait: from a handler thread, see
+ * popup_conn_kflush_held()). Past POPUP_CONN_KPEND waiting headers (a
+ * peer that sends but does not read) the connection is closed.
+ */
+static void popup_conn_kreply(struct popup_sock *ps, struct popup_ctx *ctx,
+			      bool wait)
+{
+	u8 rep[POPUP_WIRE_HDR_LEN];
+	bool full;
+
+	if (!popup_kreply_build(ctx, rep))
+		return;
+	spin_lock_bh(&ps->svc->lock);
+	full = ps->nkpend >= POPUP_CONN_KPEND;
+	if (!full)
+		memcpy(ps->kpend[ps->nkpend++], rep, sizeof(rep));
+	spin_unlock_bh(&ps->svc->lock);
+	if (full) {
+		popup_arr_inc(POPUP_ARR_TXERR);
+		popup_conn_close(ps, POPUP_ARR_CLOSED);
+		return;
+	}
+	popup_conn_kflush(ps, wait);
+}
+
+/*
  * Take the frame at the head of @ctx's connection, into its slot if @keep,
  * else discarded; its header goes to @ctx->hdr. Process context. Returns
  * 0, 1 if the frame is not whole yet, or a negative error after which the
- * connection must be closed (the counter to use in @why).
+ * connection must be closed (the counter to use in @why): -ESHUTDOWN for
+ * the peer's orderly end (a frame cut short by it included).
  */
 static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 			     enum popup_arr_stat *why)
@@ -550,26 +745,28 @@ static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 	unsigned int n;
 	u32 off, got;
 	u64 total;
-	int ret, avail;
-	bool ended;
+	int ret, avail, end = 1;
 
 	/*
 	 * Read first: if the peer had ended, what we see next is all (the
 	 * peek below takes the socket lock, which orders it after this).
+	 * @end: what a frame not whole yet means.
 	 */
-	ended = (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
-		READ_ONCE(sk->sk_err);
+	if (READ_ONCE(sk->sk_err))
+		end = -ECONNRESET;
+	else if (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN)
+		end = -ESHUTDOWN;
 	*why = POPUP_ARR_CLOSED;
 	kv[0].iov_base = h;
 	kv[0].iov_len = POPUP_WIRE_HDR_LEN;
 	ret = kernel_recvmsg(ps->sock, &msg, kv, 1, POPUP_WIRE_HDR_LEN,
 			     MSG_PEEK | MSG_DONTWAIT);
 	if (ret == -EAGAIN)
-		return ended ? -ECONNRESET : 1;
+		return end;
 	if (ret <= 0)
-		return ret ?: -ECONNRESET;	/* EOF, reset */
+		return ret ?: -ESHUTDOWN;	/* reset, EOF */
 	if (ret < POPUP_WIRE_HDR_LEN)
-		return ended ? -ECONNRESET : 1;	/* truncated for good */
+		return end;		/* truncated for good if ended */
 	/*
 	 * Framing needs only the magic and the length; the rest is the
 	 * handler's to judge, as on popupd's userspace path.
@@ -583,7 +780,7 @@ static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 	total = POPUP_WIRE_HDR_LEN + (u64)get_unaligned_be32(h + 24);
 	if (total > ctx->binding->slot_size) {
 		ctx->kstatus = POPUP_WIRE_TOOBIG;
-		popup_kreply_send(ps, ctx);
+		popup_conn_kreply(ps, ctx, keep);	/* keep: in a handler */
 		*why = POPUP_ARR_TOOBIG;
 		return -EMSGSIZE;
 	}
@@ -591,7 +788,7 @@ static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 	avail = tcp_inq(sk);
 	release_sock(sk);
 	if (avail < total)
-		return ended ? -ECONNRESET : 1;
+		return end;
 	if (keep) {
 		for (off = 0; off < total; off += got) {
 			got = popup_slot_kvec(ctx, kv, off, total, &n);
@@ -606,14 +803,7 @@ static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 			return ret;
 	}
 	ctx->arg_len = total;
-	lock_sock(sk);
-	avail = tcp_inq(sk);
-	release_sock(sk);
-	if (avail > 0) {		/* pipelined: no event will tell */
-		spin_lock_bh(&ps->svc->lock);
-		ps->more = true;
-		spin_unlock_bh(&ps->svc->lock);
-	}
+	popup_stream_pass(ctx);
 	return 0;
 }
 
@@ -633,7 +823,7 @@ int popup_stream_fill(struct popup_ctx *ctx)
 	if (ret > 0)
 		return -EAGAIN;
 	if (ret < 0)
-		popup_conn_close(ctx->psock, why);
+		popup_stream_broken(ctx->psock, ret, why);
 	if (ret == -EPROTO) {
 		ctx->flags |= POPUP_CTX_BADFRAME;
 		ctx->arg_len = 0;
@@ -642,39 +832,51 @@ int popup_stream_fill(struct popup_ctx *ctx)
 	return ret;
 }
 
-/* REPLY of a stream context: write @len bytes of its slot, all of them. */
+/*
+ * REPLY of a stream context: write @len bytes of its slot, all of them,
+ * under the connection's send lock (tcp_sendmsg drops the socket lock
+ * while it waits for room, so that alone would let replies interleave).
+ */
 int popup_stream_send(struct popup_ctx *ctx, u32 len)
 {
+	struct popup_sock *ps = ctx->psock;
 	struct kvec kv[POPUP_KVECS];
 	struct msghdr msg = {};
 	unsigned int n;
-	u32 off, got;
-	int ret = 0;
+	u32 off = 0, got;
+	int ret;
 
-	for (off = 0; off < len; off += got) {
+	ret = mutex_lock_interruptible(&ps->send_lock);
+	if (ret)
+		goto fail;
+	for (; off < len; off += got) {
 		got = popup_slot_kvec(ctx, kv, off, len, &n);
 		msg.msg_flags = MSG_NOSIGNAL | (off + got < len ? MSG_MORE : 0);
-		ret = kernel_sendmsg(ctx->psock->sock, &msg, kv, n, got);
+		ret = kernel_sendmsg(ps->sock, &msg, kv, n, got);
 		if (ret != got)
 			break;
 	}
-	if (off < len) {
-		popup_arr_inc(POPUP_ARR_TXERR);
-		popup_conn_close(ctx->psock, POPUP_ARR_CLOSED);
-		if (ret >= 0 || ret == -ENOENT || ret == -EINVAL)
-			return -EIO;
-		return ret;
+	popup_conn_kflush_held(ps, true);
+	mutex_unlock(&ps->send_lock);
+	popup_conn_kflush(ps, true);	/* what came while we held it */
+	if (off == len) {
+		popup_arr_inc(POPUP_ARR_REPLIES);
+		return 0;
 	}
-	popup_arr_inc(POPUP_ARR_REPLIES);
-	return 0;
+fail:
+	popup_arr_inc(POPUP_ARR_TXERR);
+	popup_conn_close(ps, POPUP_ARR_CLOSED);
+	if (ret >= 0 || ret == -ENOENT || ret == -EINVAL)
+		return -EIO;
+	return ret;
 }
 
 /*
  * Worker, a kernel reply due for @ctx of a TCP socket: close an accepted
- * connection nobody took; consume a request frame not yet read. Returns
- * true if the caller is to send the reply header.
+ * connection nobody took; on a parked one, consume the request frame if
+ * not read yet, and answer it between the handlers' replies.
  */
-bool popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx)
+void popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx)
 {
 	enum popup_arr_stat why;
 	bool send = true;
@@ -686,22 +888,23 @@ bool popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx)
 			sock_release(ctx->conn);
 			ctx->conn = NULL;
 		}
-		return false;
+		return;
 	}
-	if (!ctx->hdr_len) {
+	if (!ctx->taken) {
 		if (READ_ONCE(ps->detached) || READ_ONCE(ps->closing)) {
 			send = false;	/* the stream is no longer ours */
 		} else {
 			ret = popup_stream_take(ctx, false, &why);
 			if (ret < 0)
-				popup_conn_close(ps, why);
+				popup_stream_broken(ps, ret, why);
 			send = !ret;
 		}
 	}
+	if (send)
+		popup_conn_kreply(ps, ctx, false);
 	spin_lock_bh(&ps->svc->lock);
-	popup_stream_done_locked(ps);
+	popup_stream_done_locked(ctx);
 	spin_unlock_bh(&ps->svc->lock);
-	return send;
 }
 
 /* Worker part for TCP sockets: accepts, and deferred stream contexts. */
@@ -838,6 +1041,7 @@ int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk)
 	INIT_LIST_HEAD(&ps->conns);
 	INIT_WORK(&ps->work, popup_sock_work);
 	INIT_WORK(&ps->close_work, popup_conn_close_work);
+	mutex_init(&ps->send_lock);
 	ps->kind = POPUP_SOCK_CONN;
 	ps->sock = sock;
 	ps->sk = sock->sk;
@@ -872,8 +1076,8 @@ int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk)
 
 	/* A request may have come before the hook: look now. */
 	spin_lock_bh(&svc->lock);
-	if (!ps->inflight && !ps->closing) {
-		ps->inflight = true;
+	ps->more = true;
+	if (popup_stream_next_locked(ps)) {
 		ps->drain = true;
 		popup_sock_kick(ps);
 	}

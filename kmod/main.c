@@ -89,7 +89,11 @@
  * The TCP callbacks run under the socket's own spinlock (bh_lock_sock) and
  * take svc->lock inside it; lock_sock() (sleeping reads and writes, the
  * accept queue's rskq_lock, a child's sk_callback_lock) is never taken with
- * svc->lock held.
+ * svc->lock held. A parked connection's send_lock (mutex) is held around
+ * the write of one whole reply, so that replies of several handler threads
+ * never interleave (tcp_sendmsg drops the socket lock while waiting for
+ * room); it is taken with no other lock held, lock_sock and svc->lock
+ * nest inside it, and the work item only try-locks it.
  * Sleeping work on sockets (sendmsg, copying a datagram into a slot) is
  * done with svc->lock dropped, the context parked in FILL or SEND, where
  * withdrawal leaves it to the thread that parked it.

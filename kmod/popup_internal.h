@@ -354,6 +354,9 @@ enum popup_ctx_state {
  *            installs it as a descriptor (owned like @skb); released in
  *            process context only (kernel replies, WAIT)
  * @conn_fd:  the descriptor WAIT installed (KIND_CONN)
+ * @taken:    KIND_STREAM: its frame was read off the connection, which
+ *            passed the reader role on (set by the thread reading it,
+ *            under svc->lock)
  *
  * A datagram context outside svc->queue and svc->running, in FILL or SEND,
  * belongs to the thread that put it there: withdrawal does not see it and
@@ -389,7 +392,23 @@ struct popup_ctx {
 	u32 kstatus;
 	struct socket *conn;
 	int conn_fd;
+	bool taken;
 };
+
+/*
+ * The native wire protocol (include/popup/wire.h, a userspace header), for
+ * the replies the kernel sends itself on attached sockets.
+ */
+#define POPUP_WIRE_MAGIC	0x50555031U
+#define POPUP_WIRE_VERSION	1
+#define POPUP_WIRE_HDR_LEN	32
+#define POPUP_WIRE_F_REPLY	0x01
+#define POPUP_WIRE_TOOBIG	4
+#define POPUP_WIRE_BUSY		5
+#define POPUP_WIRE_ERROR	7
+
+/* Kernel reply headers a parked connection may have waiting. */
+#define POPUP_CONN_KPEND	POPUP_CONN_INFLIGHT
 
 /**
  * struct popup_sock - a socket attached to a service (POPUP_IOC_ATTACH)
@@ -430,9 +449,19 @@ struct popup_ctx {
  * @closing:     LISTEN: being detached, parks refused; CONN: off its
  *               listener's list, @close_work detaches it (svc->lock)
  * @accept:      LISTEN: the callback saw a connection (svc->lock)
- * @inflight:    CONN: a stream context exists (svc->lock)
- * @more:        CONN: an event came while @inflight (svc->lock)
+ * @ninflight:   CONN: stream contexts that exist, at most
+ *               POPUP_CONN_INFLIGHT (svc->lock)
+ * @reading:     CONN: one of them has not read its frame yet: the only
+ *               reader of the stream (svc->lock)
+ * @more:        CONN: an event or bytes left after a frame, not yet
+ *               given a context (svc->lock)
+ * @eof:         CONN: the peer ended; the last context closes (svc->lock)
  * @close_work:  CONN: detaches a connection that ended
+ * @send_lock:   CONN: held around writing one whole reply, so that the
+ *               replies of several threads never interleave
+ * @kpend:       CONN: kernel reply headers waiting for @send_lock
+ *               (svc->lock)
+ * @nkpend:      CONN: entries in @kpend (svc->lock)
  *
  * A CONN's @proc_node links it on its listener's @conns instead of a
  * file's list, and it shares the listener's @area (holding one @active
@@ -475,22 +504,15 @@ struct popup_sock {
 	u32 nconns;
 	bool closing;
 	bool accept;
-	bool inflight;
+	u32 ninflight;
+	bool reading;
 	bool more;
+	bool eof;
 	struct work_struct close_work;
+	struct mutex send_lock;	/* one whole reply at a time */
+	u8 kpend[POPUP_CONN_KPEND][POPUP_WIRE_HDR_LEN];
+	u32 nkpend;
 };
-
-/*
- * The native wire protocol (include/popup/wire.h, a userspace header), for
- * the replies the kernel sends itself on attached sockets.
- */
-#define POPUP_WIRE_MAGIC	0x50555031U
-#define POPUP_WIRE_VERSION	1
-#define POPUP_WIRE_HDR_LEN	32
-#define POPUP_WIRE_F_REPLY	0x01
-#define POPUP_WIRE_TOOBIG	4
-#define POPUP_WIRE_BUSY		5
-#define POPUP_WIRE_ERROR	7
 
 /* main.c */
 extern struct mutex popup_lock;
@@ -573,6 +595,7 @@ struct popup_sock *popup_sock_lookup_rcu(struct sock *sk);
 u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx);
 void popup_kreply_queue_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 			       u32 kstatus);
+bool popup_kreply_build(const struct popup_ctx *ctx, u8 *rep);
 void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx);
 void popup_socks_detach_list(struct list_head *list);
 int popup_arrival_fill(struct popup_ctx *ctx);
@@ -586,11 +609,11 @@ void popup_tcp_unhook_locked(struct popup_sock *ps);
 bool popup_tcp_hooked_locked(struct popup_sock *ps);
 void popup_tcp_detached(struct popup_sock *ps);
 void popup_tcp_work(struct popup_sock *ps);
-bool popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx);
+void popup_tcp_kreply(struct popup_sock *ps, struct popup_ctx *ctx);
 int popup_conn_fill(struct popup_ctx *ctx);
 int popup_stream_fill(struct popup_ctx *ctx);
 int popup_stream_send(struct popup_ctx *ctx, u32 len);
-void popup_stream_done_locked(struct popup_sock *ps);
+void popup_stream_done_locked(struct popup_ctx *ctx);
 void popup_conns_take_locked(struct popup_sock *ps, struct list_head *list);
 int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk);
 int popup_conn_detach(struct popup_proc *proc, u32 conn_id);

@@ -11,7 +11,8 @@
  * pinned to CPU k connects to listener k, whose contexts report CPU k) and
  * answers in the native wire format: ECHO gives x * 3 + 1 with the
  * context's CPU, the handler's CPU and the peer it saw; SLEEP sleeps x ms
- * first; BLOCK waits for the test's gate.
+ * first; BLOCK waits for the test's gate; MEET waits until the test's
+ * number of MEET requests run at once (or answers 0 after 5 s).
  *
  * Cases: results and handling CPU per CPU and the counters of
  * /proc/popup/arrival; bursts that force spawns and queueing; overload
@@ -20,7 +21,9 @@
  * requests in flight (connections closed, the listener's callback back so
  * a plain accept works, the module unloads); DETACH under load and the
  * hand-back of one connection with POPUP_DETACH_CONN; rmmod refused while
- * a listener is attached; ATTACH/PARK/DETACH errors.
+ * a listener is attached; ATTACH/PARK/DETACH errors; requests pipelined
+ * on one connection served at once (up to POPUP_CONN_INFLIGHT), replies
+ * matched by req_id, all of them sent before an orderly end closes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,6 +55,7 @@
 #define M_ECHO		1
 #define M_SLEEP		2
 #define M_BLOCK		3
+#define M_MEET		4
 #define SLOT		4096
 
 static struct popup_method methods[] = {
@@ -94,12 +98,30 @@ struct tsrv {
 	atomic_int badframes;
 	atomic_int gate;
 	atomic_int stop;
+	atomic_int meet;	/* MEET requests arrived */
+	int meet_n;		/* ... that make them go on */
+	atomic_int running;	/* handlers running a request now */
+	atomic_int max_running;
 };
 
 struct hthread {
 	struct tsrv *s;
 	int cpu;
 };
+
+/* MEET: true once s->meet_n of them run at once, false after 5 s. */
+static bool meet(struct tsrv *s)
+{
+	int i;
+
+	atomic_fetch_add(&s->meet, 1);
+	for (i = 0; i < 5000 && !atomic_load(&s->stop); i++) {
+		if (atomic_load(&s->meet) >= s->meet_n)
+			return true;
+		msleep(1);
+	}
+	return false;
+}
 
 /* The answer to frame @req (@len bytes) in @out; its length, 0 for none. */
 static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
@@ -123,6 +145,8 @@ static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
 			msleep(1);
 	memset(&res, 0, sizeof(res));
 	res.val = x * 3 + 1;
+	if (h.method == M_MEET && !meet(s))
+		res.val = 0;
 	res.run_cpu = sched_getcpu();
 	res.ctx_cpu = ctx ? ctx->cpu : 0xfeed;
 	if (ctx) {
@@ -223,9 +247,16 @@ static void handle(struct tsrv *s, struct popup_wait *w)
 		return;
 	}
 	if (base && len <= sizeof(req)) {
+		int now = atomic_fetch_add(&s->running, 1) + 1;
+		int max = atomic_load(&s->max_running);
+
+		while (now > max &&
+		       !atomic_compare_exchange_weak(&s->max_running, &max, now))
+			;
 		slot = (unsigned char *)base + ctx->slot_offset;
 		memcpy(req, slot, len);
 		n = answer(s, req, len, ctx, slot);
+		atomic_fetch_sub(&s->running, 1);
 	}
 	w->reply.result_len = n;
 	atomic_fetch_add(&s->handled, 1);
@@ -911,6 +942,126 @@ TEST_F_TIMEOUT(tcp, peer_reset_mid_request, 60)
 	ASSERT_EQ(0, recv_reply(c, &h, &res));
 	EXPECT_EQ(10, res.val);
 	close(c);
+}
+
+/* Send @n requests of @method as one write: pipelined on connection @c. */
+static int send_pipelined(int c, uint16_t method, int n, uint64_t x)
+{
+	unsigned char buf[32 * (POPUP_WIRE_HDR_LEN + 8)];
+	struct popup_wire_hdr h;
+	size_t one = POPUP_WIRE_HDR_LEN + 8;
+	int k;
+
+	if (n > 32)
+		return -EINVAL;
+	for (k = 0; k < n; k++) {
+		uint64_t v = x ? x : (uint64_t)k;
+
+		memset(&h, 0, sizeof(h));
+		h.magic = POPUP_WIRE_MAGIC;
+		h.version = POPUP_WIRE_VERSION;
+		h.method = method;
+		h.req_id = 1000 + k;
+		h.len = 8;
+		popup_wire_encode(buf + k * one, &h);
+		memcpy(buf + k * one + POPUP_WIRE_HDR_LEN, &v, 8);
+	}
+	return send(c, buf, n * one, MSG_NOSIGNAL) == (ssize_t)(n * one) ?
+	       0 : -errno;
+}
+
+/*
+ * Read @n replies to send_pipelined(): each req_id once, with its own
+ * result. Returns the number of good replies.
+ */
+static int recv_pipelined(int c, int n, uint64_t x)
+{
+	bool seen[32] = { false };
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int k, good = 0;
+
+	for (k = 0; k < n; k++) {
+		uint64_t i, v;
+
+		if (recv_reply(c, &h, &res))
+			break;
+		i = h.req_id - 1000;
+		v = x ? x : i;
+		if (i >= (uint64_t)n || seen[i] || h.status ||
+		    res.val != v * 3 + 1)
+			continue;
+		seen[i] = true;
+		good++;
+	}
+	return good;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Requests pipelined on one parked connection run at once: 4 MEET
+ * requests each wait until all 4 run (one at a time, the first would give
+ * up after 5 s), 4 x 200 ms of sleeps take well under 800 ms, 20 MEET
+ * requests run at most POPUP_CONN_INFLIGHT at a time (the rest after),
+ * and a peer that ends its side after pipelining still gets every reply
+ * before the module closes the connection.
+ */
+TEST_F_TIMEOUT(tcp, pipelined_requests_concurrent, 60)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 24, .increment = 4,
+		.max_threads = 24, .queue_limit = 64,
+	};
+	long long rep0 = arrival_sum("replies"), t0, ms;
+	struct tsrv *s = &self->srv;
+	char byte;
+	int c;
+
+	ASSERT_EQ(0, server_open(s, self->name, &pool));
+	ASSERT_EQ(0, server_listen(s, 1, AF_INET, 32));
+	spawn(s, 24, -1);
+	ASSERT_EQ(0, wait_idle(s->sid, 24));
+	c = client_connect(AF_INET, s->port[0], 10000);
+	ASSERT_LE(0, c);
+
+	s->meet_n = 4;
+	ASSERT_EQ(0, send_pipelined(c, M_MEET, 4, 0));
+	EXPECT_EQ(4, recv_pipelined(c, 4, 0));
+	EXPECT_LE(4, atomic_load(&s->max_running));
+
+	t0 = now_ms();
+	ASSERT_EQ(0, send_pipelined(c, M_SLEEP, 4, 200));
+	EXPECT_EQ(4, recv_pipelined(c, 4, 200));
+	ms = now_ms() - t0;
+	EXPECT_GT(600, ms) {
+		TH_LOG("4 x 200 ms pipelined took %lld ms", ms);
+	}
+
+	/* Past the limit: 16 meet, the other 4 run once those replied. */
+	atomic_store(&s->meet, 0);
+	atomic_store(&s->max_running, 0);
+	s->meet_n = POPUP_CONN_INFLIGHT;
+	ASSERT_EQ(0, send_pipelined(c, M_MEET, 20, 0));
+	EXPECT_EQ(20, recv_pipelined(c, 20, 0));
+	EXPECT_EQ(POPUP_CONN_INFLIGHT, atomic_load(&s->max_running));
+
+	/* An orderly end after pipelining: every reply, then EOF. */
+	ASSERT_EQ(0, send_pipelined(c, M_SLEEP, 4, 100));
+	ASSERT_EQ(0, shutdown(c, SHUT_WR));
+	EXPECT_EQ(4, recv_pipelined(c, 4, 100));
+	EXPECT_EQ(0, recv(c, &byte, 1, 0));
+	close(c);
+	EXPECT_LE(rep0 + 32, arrival_sum("replies"));
+	for (c = 0; c < 300 && conns_of(s->sid); c++)
+		msleep(10);
+	EXPECT_EQ(0, conns_of(s->sid));
 }
 
 /*

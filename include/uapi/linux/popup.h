@@ -91,13 +91,20 @@
  *                             (_WAIT) writes result_len bytes of the slot
  *                             to the connection (0: nothing); the
  *                             connection stays parked
- *   One request per connection is in flight at a time: the next frame
- *   (pipelined or not) becomes a context once the reply is sent. The
- *   module closes a parked connection (counted in /proc/popup/arrival as
- *   closed, badframe or toobig) on EOF, a reset, bytes without the native
+ *   Up to POPUP_CONN_INFLIGHT requests per connection are in flight at
+ *   once: a client that pipelines gets them handled concurrently (each
+ *   holds a slot of the listener's receive area; the pool rules below
+ *   apply), frames are taken in order, and each reply is
+ *   written whole, in the order the handlers reply (match them by
+ *   req_id); past the limit the next frame waits for a reply. After the
+ *   peer's orderly end (EOF) the requests in flight are still answered,
+ *   then the module closes the connection. The module closes a parked
+ *   connection (counted in /proc/popup/arrival as closed, badframe or
+ *   toobig) on EOF, a reset, bytes without the native
  *   magic (no reply; a last KIND_STREAM context with POPUP_CTX_BADFRAME
  *   tells the handler), a frame larger than the slot (TOOBIG reply
- *   first), or a reply that cannot be written whole. Only the magic and
+ *   first), or a reply that cannot be written whole (kernel replies
+ *   included: they do not wait for room). Only the magic and
  *   the length frame a request: version, flags and the rest are the
  *   handler's to check. Overload (no slot, or the queue
  *   full with no idle thread) is answered: a request with a BUSY reply
@@ -148,6 +155,7 @@
 #define POPUP_MAX_SOCKETS	256		/* attached sockets per file (ENOSPC) */
 #define POPUP_MAX_DGRAM		(64U << 10)	/* slot_size of an attachment */
 #define POPUP_MAX_CONNS		1024		/* parked connections per listener */
+#define POPUP_CONN_INFLIGHT	16		/* requests in flight per parked conn */
 
 /**
  * struct popup_version - POPUP_IOC_VERSION result
