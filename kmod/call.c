@@ -167,7 +167,7 @@ void popup_pool_update_locked(struct popup_service *svc)
 	}
 	if (svc->nthreads >= p->max_threads)
 		return;
-	/* A thread sending a datagram reply is idle in a moment. */
+	/* A thread between its reply and its wait is idle in a moment. */
 	idle = svc->nidle + svc->nreplying;
 	if (idle >= p->min_idle && (idle || !svc->nqueued))
 		return;
@@ -498,10 +498,11 @@ out_put:
 /*
  * Answer the context @r->ctx_id; see struct popup_reply. @wt: the caller
  * is REPLY_WAIT and waits on @wsvc as @wt right after. Before it sends a
- * datagram reply of @wsvc, it goes on svc->replying, where the WAIT takes
- * it off under the same lock hold that makes it idle: an arrival on its
- * CPU in between (the client's next request, typically) waits for it in
- * the queue rather than going to a thread on another CPU.
+ * datagram reply of @wsvc, or completes a call of @wsvc, it goes on
+ * svc->replying, where the WAIT takes it off under the same lock hold that
+ * makes it idle: an arrival on its CPU in between (the client's next
+ * request, typically) waits for it in the queue rather than going to a
+ * thread on another CPU or making the pool spawn one.
  */
 static int popup_reply(struct popup_proc *proc, const struct popup_reply *r,
 		       struct popup_waiter *wt, struct popup_service *wsvc)
@@ -549,6 +550,15 @@ static int popup_reply(struct popup_proc *proc, const struct popup_reply *r,
 	} else {
 		ctx->status = r->status;
 		ctx->result_len = r->result_len;
+		/*
+		 * Idle in a moment: the caller's next call, made before we
+		 * are back in the idle list, waits for us in the queue
+		 * instead of asking for a thread the idle timeout retires.
+		 */
+		if (wt && svc == wsvc) {
+			list_add(&wt->node, &svc->replying);
+			svc->nreplying++;
+		}
 		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
 		ret = 0;
 	}

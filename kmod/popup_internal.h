@@ -201,8 +201,8 @@ struct popup_waiter {
  * @spare_since:  jiffies since which @nidle stayed above min_idle (a
  *                hand-off that leaves it at min_idle or below resets it)
  * @control:      control waiters
- * @replying:     REPLY_WAIT waiters sending a datagram reply, about to
- *                wait (their @node)
+ * @replying:     REPLY_WAIT waiters between their reply (a datagram's or
+ *                a call's) and their wait (their @node)
  * @nreplying:    entries in @replying
  * @nthreads:     registered pool threads
  * @spawn_req:    threads asked for and not yet reported by a WAIT

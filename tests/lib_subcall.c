@@ -462,8 +462,14 @@ TEST(net_remote_popupd)
 	t0 = now_ms();
 	ASSERT_EQ(0, popup_batch__wait_all(batch, 4000));
 	EXPECT_LT(now_ms() - t0, 1500);
-	for (int i = 0; i < 4; i++)
-		EXPECT_EQ(-ECONNRESET, popup_batch__result(batch, i, NULL));
+	/* Over the epoll path the connection resets; under kernel arrival
+	 * popup.ko answers each request in flight with an error reply
+	 * (-EREMOTEIO) when the server dies, then closes the connection. */
+	for (int i = 0; i < 4; i++) {
+		int r = popup_batch__result(batch, i, NULL);
+
+		EXPECT_TRUE(r == -ECONNRESET || r == -EREMOTEIO) TH_LOG("call %d: %d", i, r);
+	}
 	err = add_sleep(batch, sl, 1, res[0], sizeof(res[0]), &tok);
 	EXPECT_EQ(-ECONNRESET, err);
 	EXPECT_EQ(-ECONNRESET, popup_binding__call(echo, 1, "x", 1, res[0], sizeof(res[0]), &len, 1000));

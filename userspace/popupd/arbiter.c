@@ -447,6 +447,11 @@ static int arb_local_handler(struct popup_svc_call *call)
 		err = j->status;
 		if (j->res_len > call->res_cap) {
 			err = -EMSGSIZE;	/* the caller's buffer is smaller */
+		} else if (err && !j->res_len && j->msg) {
+			/* popupd's own reason ("subserver died ...") is the
+			 * error message, as on the epoll path */
+			call->res_len = (uint32_t)strnlen(j->msg, call->res_cap);
+			memcpy(call->res, j->msg, call->res_len);
 		} else {
 			call->res_len = j->res_len;
 			memcpy(call->res, j->res, j->res_len);

@@ -185,7 +185,8 @@ static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char 
 		*status = pool_call_sync(s, m, &call, now_ns());
 	else
 		*status = svc_invoke(s, m, &call);
-	*res_len = *status ? 0 : call.res_len;
+	/* On error the result bytes are the handler's message (service.h). */
+	*res_len = call.res_len;
 	return 0;
 }
 
@@ -233,7 +234,7 @@ static uint32_t handle_request(const struct popup_context *ctx, unsigned char *t
 	rep.reserved = 0;
 	if ((h.flags & POPUP_WIRE_F_ONEWAY) && rep.status == POPUP_WIRE_S_OK)
 		return 0;
-	rep.len = rep.status == POPUP_WIRE_S_OK ? res_len : 0;
+	rep.len = verdict ? 0 : res_len;	/* an error's text, as on epoll */
 	popup_wire_encode(slot, &rep);
 	if (rep.len)
 		memcpy(slot + POPUP_WIRE_HDR_LEN, tmp, rep.len);
