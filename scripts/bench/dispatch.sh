@@ -12,8 +12,9 @@
 # $PAR popup-bench processes run at once (one client thread per CPU
 # each): PAR x CPUs requests in flight. Their latency histograms are
 # merged for p50/p99 (popup-bench's log-linear buckets, ~6 %).
-#   io   the handler blocks 1 ms (io_ms), as it would waiting for a
-#        sub-server's answer, then echoes the request
+#   io   the handler reads 512 bytes through the disk sub-server (a
+#        synchronous sub-call; disk adds latency_us=1000, an emulated
+#        1 ms device), then echoes the request
 #   cpu  the handler burns 200 us of CPU (cpu_us), then echoes
 # Every model gets the same bound, threads=$THREADS (percpu: per CPU), and
 # the same load.
@@ -42,6 +43,7 @@ raw=${OUT:+$OUT/raw}
 raw=${raw:-$work}
 mkdir -p "$raw"
 pid=
+mkdir -p "$work/data" && head -c 4096 /dev/urandom >"$work/data/blk"
 trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work" "/sys/fs/bpf/popup-dispatch-$$"' EXIT
 
 for b in popupd popup-bench; do
@@ -52,11 +54,16 @@ command -v curl >/dev/null || { echo "dispatch.sh: curl missing; run scripts/dep
 start() # MODEL
 {
 	rm -f "$work/ports"
-	"$bin/popupd" -s work -p 0 --http-port 0 --bind 127.0.0.1 --no-local \
+	# work's io handler calls disk through popupd's sub-calls, which go
+	# through the local export: no --no-local here.
+	"$bin/popupd" -s work,disk -p 0 --http-port 0 --bind 127.0.0.1 \
 		--port-file "$work/ports" --stats "$work/stats" \
 		--pin-dir "/sys/fs/bpf/popup-dispatch-$$" \
 		--set "work.dispatch=$1" --set "work.threads=$threads" \
 		--set work.min_threads=1 --set work.queue=4096 \
+		--set work.io_file=blk --set "disk.root=$work/data" \
+		--set disk.latency_us=1000 --set "disk.threads=$((threads * 4))" \
+		--set disk.queue=4096 \
 		>"$raw/popupd-$1.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 100); do
@@ -160,7 +167,7 @@ EOF
 ncpu=$(nproc)
 text="### Dispatch models (scripts/bench/dispatch.sh)
 
-$(date -u '+%Y-%m-%d %H:%M UTC'), $ncpu CPUs ($(uname -r)); $par popup-bench processes x one client per CPU ($((par * ncpu)) requests in flight), ${secs} s after ${warm} s warm-up, median of $rounds round(s), 64-byte requests; the work service with threads=$threads (percpu: per CPU), queue 4096. io: 1 ms blocking wait then echo; cpu: 200 us of CPU then echo. Client and server share the CPUs.
+$(date -u '+%Y-%m-%d %H:%M UTC'), $ncpu CPUs ($(uname -r)); $par popup-bench processes x one client per CPU ($((par * ncpu)) requests in flight), ${secs} s after ${warm} s warm-up, median of $rounds round(s), 64-byte requests; the work service with threads=$threads (percpu: per CPU), queue 4096. io: a 512-byte read through the disk sub-server (1 ms emulated latency) then echo; cpu: 200 us of CPU then echo. Client and server share the CPUs.
 
 $table"
 echo "$text"

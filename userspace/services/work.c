@@ -13,7 +13,10 @@
  *   spin  US    burns US microseconds of CPU, then reports
  *   urgent MS   as wait, at method priority 10
  *   io    ANY   blocks io_ms milliseconds ([service.work] io_ms, default
- *               1; the wait for a sub-server's answer), then echoes ANY
+ *               1; the wait for a sub-server's answer), then echoes ANY;
+ *               with io_file = PATH it reads the first io_bytes (512) of
+ *               PATH through the disk service instead (a real sub-call,
+ *               which waits disk's latency_us), then echoes ANY
  *   cpu   ANY   burns cpu_us microseconds of CPU ([service.work] cpu_us,
  *               default 200), then echoes ANY
  * (io and cpu echo so that popup-bench, which checks echoed payloads,
@@ -148,7 +151,8 @@ static int w_spin(struct popup_svc_call *call)
 }
 
 struct cost {
-	unsigned long io_ms, cpu_us;
+	unsigned long io_ms, cpu_us, io_bytes;
+	char io_req[320];		/* disk read request, "" for none */
 };
 
 static int echo(struct popup_svc_call *call)
@@ -165,7 +169,19 @@ static int w_io(struct popup_svc_call *call)
 	const struct cost *c = call->state;
 	struct timespec ts = { .tv_sec = (time_t)(c->io_ms / 1000),
 			       .tv_nsec = (long)(c->io_ms % 1000) * 1000000 };
+	char block[4096];
+	uint32_t len;
+	int err;
 
+	if (c->io_req[0]) {
+		/* Only this handler waits; its thread is the model's. */
+		err = call->env->call(call->env, "disk", 1, c->io_req,
+				      (uint32_t)strlen(c->io_req), block,
+				      sizeof(block), &len, call->deadline_ns);
+		if (err)
+			return err;
+		return echo(call);
+	}
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
 	return echo(call);
@@ -205,10 +221,22 @@ static int w_init(const struct popup_svc_env *env, void **state)
 		return -ENOMEM;
 	c->io_ms = 1;
 	c->cpu_us = 200;
+	c->io_bytes = 512;
 	if (get_cost(env, "io_ms", MS_MAX, &c->io_ms) ||
-	    get_cost(env, "cpu_us", US_MAX, &c->cpu_us)) {
+	    get_cost(env, "cpu_us", US_MAX, &c->cpu_us) ||
+	    get_cost(env, "io_bytes", 4096, &c->io_bytes)) {
 		free(c);
 		return -EINVAL;
+	}
+	if (env->get(env, "io_file")) {
+		const char *f = env->get(env, "io_file");
+
+		if (!env->call || strlen(f) > 255) {
+			env->log(env, 3, "io_file needs popupd's sub-calls and a path under 256 bytes");
+			free(c);
+			return -EINVAL;
+		}
+		snprintf(c->io_req, sizeof(c->io_req), "0 %lu %s", c->io_bytes, f);
 	}
 	*state = c;
 	return 0;
