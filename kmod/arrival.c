@@ -426,6 +426,31 @@ void popup_kreply_send(struct popup_sock *ps, struct popup_ctx *ctx)
 		WRITE_ONCE(ps->kreplied, ps->kreplied + 1);
 }
 
+/*
+ * A new attachment of @sock (a UDP socket, a listener or a parked
+ * connection), holding no reference yet: the caller's socket reference
+ * moves to it once this succeeds.
+ */
+struct popup_sock *popup_sock_new(struct socket *sock, enum popup_sock_kind kind)
+{
+	struct popup_sock *ps;
+
+	ps = kzalloc(sizeof(*ps), GFP_KERNEL_ACCOUNT);
+	if (!ps)
+		return NULL;
+	kref_init(&ps->refs);
+	INIT_HLIST_NODE(&ps->hash_node);
+	INIT_LIST_HEAD(&ps->proc_node);
+	INIT_LIST_HEAD(&ps->kreplies);
+	INIT_LIST_HEAD(&ps->conns);
+	INIT_WORK(&ps->work, popup_sock_work);
+	ps->kind = kind;
+	ps->sock = sock;
+	ps->sk = sock->sk;
+	ps->family = sock->sk->sk_family;
+	return ps;
+}
+
 void popup_sock_work(struct work_struct *work)
 {
 	struct popup_sock *ps = container_of(work, struct popup_sock, work);
@@ -805,24 +830,14 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 		popup_service_put(svc);
 		return PTR_ERR(sock);
 	}
-	ps = kzalloc(sizeof(*ps), GFP_KERNEL_ACCOUNT);
+	ps = popup_sock_new(sock, sock->sk->sk_type == SOCK_STREAM ?
+			    POPUP_SOCK_LISTEN : POPUP_SOCK_UDP);
 	if (!ps) {
 		sockfd_put(sock);
 		popup_service_put(svc);
 		return -ENOMEM;
 	}
-	kref_init(&ps->refs);
-	INIT_HLIST_NODE(&ps->hash_node);
-	INIT_LIST_HEAD(&ps->proc_node);
-	INIT_LIST_HEAD(&ps->kreplies);
-	INIT_WORK(&ps->work, popup_sock_work);
-	INIT_LIST_HEAD(&ps->conns);
-	ps->kind = sock->sk->sk_type == SOCK_STREAM ? POPUP_SOCK_LISTEN :
-		   POPUP_SOCK_UDP;
-	ps->sock = sock;		/* our references move to ps */
-	ps->sk = sock->sk;
-	ps->svc = svc;
-	ps->family = sock->sk->sk_family;
+	ps->svc = svc;			/* our references move to ps */
 	ps->cpu = at->cpu == POPUP_CPU_ANY ? -1 : (int)at->cpu;
 	ps->method.max_arg = slot_size;
 	ps->method.max_res = slot_size;

@@ -1029,23 +1029,13 @@ int popup_ioctl_park(struct popup_proc *proc, struct popup_park *pk)
 	sock = popup_park_sock(pk);
 	if (IS_ERR(sock))
 		return PTR_ERR(sock);
-	ps = kzalloc(sizeof(*ps), GFP_KERNEL_ACCOUNT);
+	ps = popup_sock_new(sock, POPUP_SOCK_CONN);
 	if (!ps) {
 		sockfd_put(sock);
 		return -ENOMEM;
 	}
-	kref_init(&ps->refs);
-	INIT_HLIST_NODE(&ps->hash_node);
-	INIT_LIST_HEAD(&ps->proc_node);
-	INIT_LIST_HEAD(&ps->kreplies);
-	INIT_LIST_HEAD(&ps->conns);
-	INIT_WORK(&ps->work, popup_sock_work);
 	INIT_WORK(&ps->close_work, popup_conn_close_work);
 	mutex_init(&ps->send_lock);
-	ps->kind = POPUP_SOCK_CONN;
-	ps->sock = sock;
-	ps->sk = sock->sk;
-	ps->family = sock->sk->sk_family;
 	do {
 		ps->id = (u32)atomic_inc_return(&popup_conn_ids);
 	} while (!ps->id);

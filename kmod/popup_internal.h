@@ -589,6 +589,7 @@ void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c);
 void popup_sock_put(struct popup_sock *ps);
 int popup_arrival_show(struct seq_file *m, void *v);
 void popup_sock_kick(struct popup_sock *ps);
+struct popup_sock *popup_sock_new(struct socket *sock, enum popup_sock_kind kind);
 void popup_sock_work(struct work_struct *work);
 int popup_sock_hook(struct popup_sock *ps);
 struct popup_sock *popup_sock_lookup_rcu(struct sock *sk);

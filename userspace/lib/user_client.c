@@ -158,6 +158,23 @@ static int reconnect(struct popup_binding *b, uint64_t deadline)
 	return err;
 }
 
+/* The slot's connection, opened (again) if it has none; -errno. */
+static int slot_conn(struct popup_binding *b, uint32_t slot, uint64_t deadline)
+{
+	struct ubinding *ub = UB(b);
+	int fd;
+
+	if (atomic_load(&ub->dead))
+		return -ECONNRESET;
+	if (ub->slot_fd[slot] < 0) {
+		fd = reconnect(b, deadline);
+		if (fd < 0)
+			return fd;
+		ub->slot_fd[slot] = fd;
+	}
+	return ub->slot_fd[slot];
+}
+
 static int import_methods(struct popup_binding *b, const struct welcome_msg *msg)
 {
 	uint32_t size = 0;
@@ -319,20 +336,13 @@ int libpopup_user_call(struct popup_binding *b, unsigned int slot,
 		       const struct method_info *m, uint32_t arg_len,
 		       uint32_t *res_len, uint64_t deadline)
 {
-	struct ubinding *ub = UB(b);
 	uint8_t *p = libpopup_slot_ptr(b, slot);
 	int fd, err, status;
 	uint64_t seq;
 
-	if (atomic_load(&ub->dead))
-		return -ECONNRESET;
-	if (ub->slot_fd[slot] < 0) {
-		fd = reconnect(b, deadline);
-		if (fd < 0)
-			return fd;
-		ub->slot_fd[slot] = fd;
-	}
-	fd = ub->slot_fd[slot];
+	fd = slot_conn(b, slot, deadline);
+	if (fd < 0)
+		return fd;
 	err = send_call(b, fd, PU_CALL, m, p, arg_len, deadline, &seq);
 	if (!err)
 		err = recv_answer(fd, PU_REPLY, seq, p, b->slot_size, res_len,
@@ -384,18 +394,11 @@ int libpopup_user_call_start(struct popup_binding *b, unsigned int slot,
 			     const struct method_info *m, uint32_t arg_len,
 			     uint64_t deadline, uint64_t *seq)
 {
-	struct ubinding *ub = UB(b);
 	int fd, err;
 
-	if (atomic_load(&ub->dead))
-		return -ECONNRESET;
-	if (ub->slot_fd[slot] < 0) {
-		fd = reconnect(b, deadline);
-		if (fd < 0)
-			return fd;
-		ub->slot_fd[slot] = fd;
-	}
-	fd = ub->slot_fd[slot];
+	fd = slot_conn(b, slot, deadline);
+	if (fd < 0)
+		return fd;
 	err = send_call(b, fd, PU_CALL, m, libpopup_slot_ptr(b, slot), arg_len,
 			deadline, seq);
 	return err ? slot_fail(b, slot, err) : fd;
