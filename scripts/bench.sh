@@ -347,7 +347,7 @@ elif [ ! -e "$top/kmod/popup.ko" ]; then
 	echo "kmod/popup.ko is not built" >"$raw/vm.fail"
 else
 	log "local calls and elasticity in the QEMU guest ($vm_iters calls each; slow under TCG)"
-	(cd "$top" && POPUP_BUILD=$build scripts/vm --smp 2 --timeout 900 -- \
+	(cd "$top" && POPUP_BUILD=$build scripts/vm --smp 2 --no-debug --timeout 900 -- \
 		scripts/bench/vm-all.sh "$bin" "$vm_iters" "$arr_secs" 4 $elastic) >"$raw/vm.log" 2>&1
 	rc=$?
 	python3 - "$raw" <<'PY'
@@ -397,6 +397,9 @@ python3 - "$raw" "$out/arrival.md" <<'PY'
 import json, os, sys
 raw, md = sys.argv[1:3]
 rows = []
+def num(r, k, f):
+    v = r.get(k)
+    return f % v if isinstance(v, (int, float)) else "n/a"
 for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko contexts)"),
                            ("user", "udp", "popupd --arrival=user (epoll workers)"),
                            ("floor", "udp", "popup-udp-floor (recvmmsg/sendmmsg)"),
@@ -407,20 +410,44 @@ for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko 
         continue
     r = json.load(open(f))
     if "failed" in r:
-        rows.append("| %s | %s | not measured: %s | | | |" % (proto, label, r["failed"][:80]))
+        rows.append("| %s | %s | not measured: %s | | | | | |" % (proto, label, r["failed"][:80]))
         continue
-    spr = r.get("syscalls_per_request")
-    rows.append("| %s | %s | %.0f | %.1f | %.1f | %s |" % (proto, label, r["rps"], r["p50_us"],
-                r["p99_us"], "%.2f" % spr if spr is not None else "n/a"))
+    rows.append("| %s | %s | %.0f | %.1f | %.1f | %s | %s | %s |" % (proto, label, r["rps"], r["p50_us"],
+                r["p99_us"], num(r, "syscalls_per_request", "%.2f"),
+                num(r, "cpu_us_per_request", "%.1f"), num(r, "ctxsw_per_request", "%.2f")))
+cost = []
+f = os.path.join(raw, "vm-arrival-cost.json")
+if os.path.exists(f):
+    c = json.load(open(f))
+    for key, label, recv in (("sockets", "sockets: sendto, recvfrom, sendto, recvfrom", True),
+                             ("popup.ko", "popup.ko: sendto, REPLY_WAIT, recvfrom", False)):
+        r = c.get(key) or {"failed": c.get("failed", "not run")}
+        if "failed" in r:
+            cost.append("| %s | not measured: %s | | | | |" % (label, r["failed"][:80]))
+            continue
+        cost.append("| %s | %.2f | %s | %.2f | %.2f | %.2f |" % (label, r["client_send_us"],
+                    "%.2f" % r["server_recv_us"] if recv else "(in the next column)",
+                    r["server_reply_us"], r["client_recv_us"], r["total_us"]))
 if rows:
     with open(md, "w") as f:
         f.write("Same guest, same CPUs, same closed-loop popup-bench load for every row. "
-                "The guest runs under QEMU TCG emulation: absolute figures are far "
-                "below native ones. System calls per request: the server's calls "
-                "counted with `strace -c -f -p` over a second (traced, slower) run, "
-                "divided by the requests served in it.\n\n"
-                "| proto | server | req/s | p50 us | p99 us | syscalls/request |\n"
-                "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+                "The guest runs under QEMU TCG emulation, booted as Debian ships its "
+                "kernel (`scripts/vm --no-debug`: no allocator debugging): absolute "
+                "figures are far below native ones. System calls per request: the "
+                "server's calls counted with `strace -c -f -p` over a second (traced, "
+                "slower) run, divided by the requests served in it. CPU and context "
+                "switches per request: the whole guest's (clients included) over the "
+                "untraced run, from /proc/stat.\n\n"
+                "| proto | server | req/s | p50 us | p99 us | syscalls/request | CPU us/request | switches/request |\n"
+                "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        if cost:
+            f.write("\nOne UDP request's CPU cost by phase, with no scheduling: "
+                    "`popup-udp-cost`, one pinned thread playing client and server "
+                    "over loopback (each phase timed around its system call, in us). "
+                    "The server columns compare popup.ko's bookkeeping with the "
+                    "recvfrom it replaces.\n\n"
+                    "| path | client send | server receive | server reply | client receive | total |\n"
+                    "|---|---|---|---|---|---|\n" + "\n".join(cost) + "\n")
 PY
 # Dispatch models and sub-calls (host, userspace backend): their own scripts.
 log "dispatch models (scripts/bench/dispatch.sh)"

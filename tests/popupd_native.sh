@@ -110,6 +110,18 @@ for bad in "call" "call noperiod" "bogus" "services extra" "stats --watch 0"; do
 	"$popupctl" $bad >/dev/null 2>&1
 	t_check "popupctl $bad: usage error exits 2" [ $? = 2 ]
 done
+# popup-udp-cost (the arrival benchmark's cost split): the socket path is
+# measured everywhere; the popup.ko path wherever /dev/popup exists.
+"$POPUP_BIN/popup-udp-cost" --size 0 >/dev/null 2>&1
+t_check "popup-udp-cost --size 0: usage error exits 2" [ $? = 2 ]
+"$POPUP_BIN/popup-udp-cost" --requests 500 --json >"$T/cost" 2>&1
+t_check "popup-udp-cost measures both paths it can" python3 -c '
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert d["sockets"]["total_us"] > 0 and d["sockets"]["server_recv_us"] > 0, d
+k = d["popup.ko"]
+assert (k.get("total_us", 0) > 0) == os.path.exists("/dev/popup"), d
+' "$T/cost"
 "$popupctl" call echo.echo x --connect 127.0.0.1:1 >/dev/null 2>"$T/err"
 t_check "popupctl --connect to nothing: exit 1, one line" [ $? = 1 ] && [ "$(wc -l <"$T/err")" = 1 ]
 

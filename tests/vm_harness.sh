@@ -37,6 +37,7 @@ out=$("$vm" --smp 3 --timeout 120 -- sh -c "
 	echo \"INVM \${POPUP_IN_VM:-}\"
 	echo \"PASS \${POPUP_HARNESS_PROBE:-}\"
 	echo \"CWD \$(pwd)\"
+	grep -q slub_debug /proc/cmdline && echo 'DEBUG on'
 " 2>&1 </dev/null)
 rc=$?
 val() { sed -n "s/^$1 //p" <<<"$out" | head -n1; }
@@ -51,13 +52,15 @@ else
 	rm -f "$host_probe"
 fi
 [ "$(val INVM)" = 1 ] && t_pass "POPUP_IN_VM=1 is set" || t_fail "POPUP_IN_VM=1 is set"
+[ "$(val DEBUG)" = on ] && t_pass "tests boot with the allocator debug checks" || t_fail "tests boot with the allocator debug checks"
 [ "$(val CWD)" = "$top" ] && t_pass "command runs in the caller's directory" || t_fail "command runs in the caller's directory (got '$(val CWD)')"
 
 # Streaming: a line printed before a 12 s sleep must reach us about 12 s
 # before the guest finishes; a harness that buffers until power-off would
-# deliver everything at once. The same boot checks POPUP_* pass-through.
-exec {fd}< <(POPUP_HARNESS_PROBE=passed "$vm" --timeout 120 -- \
-	sh -c 'echo "EARLY $POPUP_HARNESS_PROBE"; sleep 12; echo LATE' 2>&1 </dev/null)
+# deliver everything at once. The same boot checks POPUP_* pass-through
+# and that --no-debug (benchmarks) boots without the debug checks.
+exec {fd}< <(POPUP_HARNESS_PROBE=passed "$vm" --no-debug --timeout 120 -- \
+	sh -c 'echo "EARLY $POPUP_HARNESS_PROBE $(grep -c slub_debug /proc/cmdline)"; sleep 12; echo LATE' 2>&1 </dev/null)
 first=
 while IFS= read -r line <&"$fd"; do
 	case "$line" in EARLY*) first=$line; break ;; esac
@@ -69,8 +72,10 @@ exec {fd}<&-
 lag=$((t_end - t_early))
 [ -n "$first" ] && [ "$lag" -ge 8 ] && t_pass "output is streamed live (first line ${lag}s before the end)" ||
 	t_fail "output is streamed live (first line '${first}' ${lag}s before the end)"
-[ "$first" = "EARLY passed" ] && t_pass "POPUP_* variables are passed to the guest" ||
+[ "${first% *}" = "EARLY passed" ] && t_pass "POPUP_* variables are passed to the guest" ||
 	t_fail "POPUP_* variables are passed to the guest (got '$first')"
+[ "${first##* }" = 0 ] && t_pass "--no-debug boots without slub_debug" ||
+	t_fail "--no-debug boots without slub_debug (got '$first')"
 
 # A hung guest is killed at --timeout and reported, within the bound.
 t0=$(date +%s)
