@@ -348,7 +348,7 @@ elif [ ! -e "$top/kmod/popup.ko" ]; then
 else
 	log "local calls and elasticity in the QEMU guest ($vm_iters calls each; slow under TCG)"
 	(cd "$top" && POPUP_BUILD=$build scripts/vm --smp 2 --no-debug --timeout 900 -- \
-		scripts/bench/vm-all.sh "$bin" "$vm_iters" "$arr_secs" 4 $elastic) >"$raw/vm.log" 2>&1
+		scripts/bench/vm-all.sh "$bin" "$vm_iters" "$arr_secs" 4 3 $elastic) >"$raw/vm.log" 2>&1
 	rc=$?
 	python3 - "$raw" <<'PY'
 import os, sys, re
@@ -410,10 +410,11 @@ for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko 
         continue
     r = json.load(open(f))
     if "failed" in r:
-        rows.append("| %s | %s | not measured: %s | | | | | |" % (proto, label, r["failed"][:80]))
+        rows.append("| %s | %s | not measured: %s | | | | | | |" % (proto, label, r["failed"][:80]))
         continue
-    rows.append("| %s | %s | %.0f | %.1f | %.1f | %s | %s | %s |" % (proto, label, r["rps"], r["p50_us"],
-                r["p99_us"], num(r, "syscalls_per_request", "%.2f"),
+    runs = "/".join("%.0f" % x for x in r.get("rps_runs", []))
+    rows.append("| %s | %s | %.0f | %s | %.1f | %.1f | %s | %s | %s |" % (proto, label, r["rps"], runs or "n/a",
+                r["p50_us"], r["p99_us"], num(r, "syscalls_per_request", "%.2f"),
                 num(r, "cpu_us_per_request", "%.1f"), num(r, "ctxsw_per_request", "%.2f")))
 cost = []
 f = os.path.join(raw, "vm-arrival-cost.json")
@@ -437,9 +438,11 @@ if rows:
                 "server's calls counted with `strace -c -f -p` over a second (traced, "
                 "slower) run, divided by the requests served in it. CPU and context "
                 "switches per request: the whole guest's (clients included) over the "
-                "untraced run, from /proc/stat.\n\n"
-                "| proto | server | req/s | p50 us | p99 us | syscalls/request | CPU us/request | switches/request |\n"
-                "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+                "untraced run, from /proc/stat. Each path ran three times, the paths "
+                "interleaved; the row is the run with the median req/s, and every "
+                "run's req/s is listed.\n\n"
+                "| proto | server | req/s | runs | p50 us | p99 us | syscalls/request | CPU us/request | switches/request |\n"
+                "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
         if cost:
             f.write("\nOne UDP request's CPU cost by phase, with no scheduling: "
                     "`popup-udp-cost`, one pinned thread playing client and server "

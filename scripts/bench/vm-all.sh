@@ -5,12 +5,13 @@
 # vm-local.sh (local calls, elasticity), then vm-arrival.sh (kernel arrival
 # vs popupd's epoll path vs the recvmmsg floor, with system call counts).
 #
-# Usage: vm-all.sh BINDIR ITERS ARRIVAL_SECS ARRIVAL_CONNS ELASTIC_ARGS...
+# Usage: vm-all.sh BINDIR ITERS ARRIVAL_SECS ARRIVAL_CONNS ARRIVAL_ROUNDS
+#                  ELASTIC_ARGS...
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-bin=$1 iters=$2 asecs=$3 aconns=$4
-shift 4
+bin=$1 iters=$2 asecs=$3 aconns=$4 arounds=$5
+shift 5
 "$here/vm-local.sh" "$bin" "$iters" "$@"
-"$here/vm-arrival.sh" "$bin" "$asecs" "$aconns"
+"$here/vm-arrival.sh" "$bin" "$asecs" "$aconns" 0,1 "$arounds"
 rmmod popup 2>/dev/null
 exit 0

@@ -9,8 +9,10 @@
 # system calls per request. UDP for all three; native TCP for popupd's two
 # paths.
 #
-# Each path runs twice: once untraced for throughput and latency, once
-# under `strace -c -f -p` (which slows it down a lot) to count the server's
+# Each path runs ROUNDS times untraced for throughput and latency (the
+# paths interleaved; the run with the median req/s is reported, with every
+# round's figure), and once more in the first round under
+# `strace -c -f -p` (which slows it down a lot) to count the server's
 # system calls; those divided by the requests served in that run give
 # system calls per request.
 #
@@ -25,9 +27,9 @@
 #   @@BENCH json vm-arrival-cost {...}         popup-udp-cost --json
 # and the same rows as text lines starting with "arrival:" for the log.
 #
-# Usage: vm-arrival.sh BINDIR SECS CONNS [CPUS]
+# Usage: vm-arrival.sh BINDIR SECS CONNS [CPUS] [ROUNDS]
 set -u
-bin=$1 secs=$2 conns=$3 cpus=${4:-0,1}
+bin=$1 secs=$2 conns=$3 cpus=${4:-0,1} rounds=${5:-1}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 port=7411 hport=7412
@@ -93,54 +95,111 @@ jget()		# JSON KEY
 		2>/dev/null || echo 0
 }
 
-row()		# PATH PROTO
+# One measured run of PATH PROTO in round ROUND: an untraced closed-loop
+# run (its JSON plus the guest's CPU and switch rates, into
+# $tmp/NAME.runs), and in round 1 the traced run for system calls.
+measure()	# PATH PROTO ROUND
 {
-	local path=$1 proto=$2 name="vm-arrival-$1-$2" run traced calls reqs spr st s0 s1 cpu_us cs
+	local path=$1 proto=$2 round=$3 name="vm-arrival-$1-$2" run traced calls st s0 s1 rates
 	if ! start "$path"; then
-		echo "@@BENCH json $name {\"failed\":\"server did not start: $(tail -n 2 "$tmp/$path.log" | tr -d '"\n' | head -c 150)\"}"
+		echo "server did not start: $(tail -n 2 "$tmp/$path.log" | tr -d '"\n' | head -c 150)" >"$tmp/$name.fail"
 		stop
 		return
 	fi
-	[ "$path" = kernel ] && ! grep -q "arrive through popup.ko" "$tmp/$path.log" &&
-		note "$name: popupd did not take the kernel path: $(tail -n 2 "$tmp/$path.log" | tr '\n' ' ')"
-	[ "$path$proto" = kerneltcp ] && ! grep -q "accepted by popup.ko" "$tmp/$path.log" &&
-		note "$name: popupd left TCP in userspace"
+	if [ "$round" = 1 ]; then
+		[ "$path" = kernel ] && ! grep -q "arrive through popup.ko" "$tmp/$path.log" &&
+			note "$name: popupd did not take the kernel path: $(tail -n 2 "$tmp/$path.log" | tr '\n' ' ')"
+		[ "$path$proto" = kerneltcp ] && ! grep -q "accepted by popup.ko" "$tmp/$path.log" &&
+			note "$name: popupd left TCP in userspace"
+	fi
 	s0=$(stat_now)
 	run=$(bench "$proto" "$secs" 1)
 	s1=$(stat_now)
-	strace -c -f -q -o "$tmp/$name.strace" -p "$srv_pid" 2>/dev/null &
-	st=$!
-	sleep 1
-	traced=$(bench "$proto" "$secs" 0)
-	kill -INT $st 2>/dev/null
-	wait $st 2>/dev/null
-	stop
-	calls=$(awk '$NF == "total" { print $4 }' "$tmp/$name.strace" 2>/dev/null)
-	[ -s "$tmp/$name.strace" ] && sed "s/^/arrival:   $name strace: /" "$tmp/$name.strace"
+	if [ -z "$run" ]; then
+		echo "popup-bench: $(tail -n 1 "$tmp/bench.err" | tr -d '"\n' | head -c 150)" >"$tmp/$name.fail"
+		stop
+		return
+	fi
 	# Rates over the whole run, warm-up included: CPU busy per second
 	# and switches per second, over requests per second.
-	read -r cpu_us cs <<<"$(python3 -c '
+	rates=$(python3 -c '
 import sys
 w0, t0, c0, w1, t1, c1, rps, hz = map(float, sys.argv[1:9])
 d = w1 - w0
-print("%.1f %.2f" % ((t1 - t0) / hz / d * 1e6 / rps, (c1 - c0) / d / rps) if rps > 0 and d > 0 else "null null")' \
-		$s0 $s1 "$(jget "$run" rps)" "$(getconf CLK_TCK)" 2>/dev/null || echo "null null")"
-	reqs=$(jget "$traced" requests)
-	spr=$(python3 -c "import sys; c,r=sys.argv[1:3]; print('%.2f' % (float(c)/float(r)) if c and float(r) > 0 else 'null')" "${calls:-}" "${reqs:-0}")
-	if [ -z "$run" ]; then
-		echo "@@BENCH json $name {\"failed\":\"popup-bench: $(tail -n 1 "$tmp/bench.err" | tr -d '"\n' | head -c 150)\"}"
+print("{\"cpu_us_per_request\":%.1f,\"ctxsw_per_request\":%.2f}" % ((t1 - t0) / hz / d * 1e6 / rps, (c1 - c0) / d / rps) if rps > 0 and d > 0 else "{}")' \
+		$s0 $s1 "$(jget "$run" rps)" "$(getconf CLK_TCK)" 2>/dev/null || echo "{}")
+	echo "[$run, $rates]" >>"$tmp/$name.runs"
+	if [ "$round" = 1 ]; then
+		strace -c -f -q -o "$tmp/$name.strace" -p "$srv_pid" 2>/dev/null &
+		st=$!
+		sleep 1
+		traced=$(bench "$proto" "$secs" 0)
+		kill -INT $st 2>/dev/null
+		wait $st 2>/dev/null
+		calls=$(awk '$NF == "total" { print $4 }' "$tmp/$name.strace" 2>/dev/null)
+		[ -s "$tmp/$name.strace" ] && sed "s/^/arrival:   $name strace: /" "$tmp/$name.strace"
+		echo "${calls:-0} $(jget "$traced" requests)" >"$tmp/$name.sys"
+	fi
+	stop
+}
+
+# The row of PATH PROTO over its rounds: the run with the median req/s.
+row()		# PATH PROTO
+{
+	local name="vm-arrival-$1-$2" js
+	if [ ! -s "$tmp/$name.runs" ]; then
+		echo "@@BENCH json $name {\"failed\":\"$(cat "$tmp/$name.fail" 2>/dev/null || echo 'no run')\"}"
 		return
 	fi
-	echo "@@BENCH json $name {\"path\":\"$path\",\"proto\":\"$proto\",\"emulation\":\"TCG\",\"rps\":$(jget "$run" rps),\"p50_us\":$(jget "$run" p50_us),\"p99_us\":$(jget "$run" p99_us),\"errors\":$(jget "$run" errors),\"timeouts\":$(jget "$run" timeouts),\"syscalls\":${calls:-null},\"traced_requests\":${reqs:-0},\"syscalls_per_request\":$spr,\"cpu_us_per_request\":${cpu_us:-null},\"ctxsw_per_request\":${cs:-null}}"
-	note "$(printf '%-7s %-4s %10s req/s  p50 %8s us  p99 %8s us  %6s syscalls/req  %6s cpu us/req  %5s ctxsw/req  (TCG emulation)' \
-		"$path" "$proto" "$(jget "$run" rps)" "$(jget "$run" p50_us)" "$(jget "$run" p99_us)" "$spr" "$cpu_us" "$cs")"
+	js=$(python3 - "$1" "$2" "$tmp/$name.runs" "$tmp/$name.sys" <<'PY'
+import json, sys
+path, proto, runs_f, sys_f = sys.argv[1:5]
+runs = [json.loads(l) for l in open(runs_f) if l.strip()]
+runs.sort(key=lambda r: r[0].get("rps", 0))
+run, rates = runs[len(runs) // 2]
+rps = [r[0].get("rps", 0) for r in runs]
+row = {"path": path, "proto": proto, "emulation": "TCG", "rounds": len(runs),
+       "rps": run.get("rps", 0), "rps_runs": rps,
+       "rps_spread": (max(rps) - min(rps)) / run["rps"] if run.get("rps") else None,
+       "p50_us": run.get("p50_us", 0), "p99_us": run.get("p99_us", 0),
+       "errors": sum(r[0].get("errors", 0) for r in runs),
+       "timeouts": sum(r[0].get("timeouts", 0) for r in runs)}
+row.update(rates)
+try:
+    calls, reqs = map(float, open(sys_f).read().split())
+    row.update(syscalls=int(calls), traced_requests=int(reqs),
+               syscalls_per_request=round(calls / reqs, 2) if calls and reqs else None)
+except (OSError, ValueError):
+    row.update(syscalls_per_request=None)
+print(json.dumps(row, separators=(",", ":")))
+PY
+)
+	echo "@@BENCH json $name $js"
+	note "$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+f = lambda k, p: (p % r[k]) if isinstance(r.get(k), (int, float)) else "n/a"
+print("%-7s %-4s %9s req/s (runs %s)  p50 %7s us  p99 %7s us  %5s syscalls/req  %6s cpu us/req  %5s ctxsw/req  (TCG emulation)" % (
+    r["path"], r["proto"], f("rps", "%.0f"), "/".join("%.0f" % x for x in r["rps_runs"]),
+    f("p50_us", "%.0f"), f("p99_us", "%.0f"), f("syscalls_per_request", "%.2f"),
+    f("cpu_us_per_request", "%.1f"), f("ctxsw_per_request", "%.2f")))' "$js")"
 }
 
 if ! grep -q '^popup ' /proc/modules; then
 	insmod "$top/kmod/popup.ko" || note "insmod failed"
 fi
 command -v strace >/dev/null || note "strace not found: no system call counts"
-note "guest: $(nproc) CPUs under QEMU TCG emulation; clients and servers on CPUs $cpus; $conns conns per client thread, ${secs}s per run"
+note "guest: $(nproc) CPUs under QEMU TCG emulation; clients and servers on CPUs $cpus; $conns conns per client thread, ${secs}s per run, $rounds rounds (paths interleaved, median reported)"
+# Rounds interleave the paths, so a drift of the host (other load on the
+# machine that runs the emulator) hits every path alike.
+for r in $(seq "$rounds"); do
+	for p in kernel user floor; do
+		measure $p udp "$r"
+	done
+	for p in kernel user; do
+		measure $p tcp "$r"
+	done
+done
 for p in kernel user floor; do
 	row $p udp
 done
