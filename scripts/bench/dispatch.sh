@@ -38,7 +38,7 @@ threads=${THREADS:-16}
 rounds=${ROUNDS:-1}
 par=${PAR:-8}
 models="popup pool percpu per-connection per-object"
-work=$(mktemp -d /tmp/popup-dispatch.XXXXXX)
+work=$(mktemp -d)
 raw=${OUT:+$OUT/raw}
 raw=${raw:-$work}
 mkdir -p "$raw"

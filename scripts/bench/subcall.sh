@@ -28,7 +28,7 @@ dur=${DURATION:-5}
 blocks=${BLOCKS:-16}
 bs=${BLOCK:-4096}
 lat=${LATENCY_US:-1000}
-tmp=$(mktemp -d /tmp/popup-subcall.XXXXXX)
+tmp=$(mktemp -d)
 pid=
 
 cleanup()
