@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
+#include "arrival_test.h"
 #include "popup_test.h"
 #include "popup/wire.h"
 #include "uapi/linux/popup.h"
@@ -113,7 +114,7 @@ static size_t answer(struct asrv *s, const unsigned char *req, size_t len,
 		     const struct popup_context *ctx, unsigned char *out,
 		     uint32_t marker)
 {
-	struct popup_wire_hdr h, r;
+	struct popup_wire_hdr h;
 	struct echo_res res;
 	uint64_t x = 0;
 
@@ -141,29 +142,15 @@ static size_t answer(struct asrv *s, const unsigned char *req, size_t len,
 	} else {
 		res.ctx_cpu = marker;
 	}
-	memset(&r, 0, sizeof(r));
-	r.magic = POPUP_WIRE_MAGIC;
-	r.version = POPUP_WIRE_VERSION;
-	r.flags = POPUP_WIRE_F_REPLY;
-	r.method = h.method;
-	r.service = h.service;
-	r.req_id = h.req_id;
-	r.len = sizeof(res);
-	popup_wire_encode(out, &r);
-	memcpy(out + POPUP_WIRE_HDR_LEN, &res, sizeof(res));
-	return POPUP_WIRE_HDR_LEN + sizeof(res);
+	return reply_encode(out, &h, &res, sizeof(res));
 }
 
 static void *handler_thread(void *arg);
 
 static void spawn(struct asrv *s, int n, int cpu)
 {
-	pthread_attr_t attr;
 	struct hthread *h;
-	pthread_t th;
 
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	while (n-- > 0) {
 		h = malloc(sizeof(*h));
 		if (!h)
@@ -171,14 +158,13 @@ static void spawn(struct asrv *s, int n, int cpu)
 		h->s = s;
 		h->cpu = cpu;
 		atomic_fetch_add(&s->threads, 1);
-		if (pthread_create(&th, &attr, handler_thread, h)) {
+		if (start_detached(handler_thread, h)) {
 			atomic_fetch_sub(&s->threads, 1);
 			free(h);
 			break;
 		}
 		atomic_fetch_add(&s->spawned, 1);
 	}
-	pthread_attr_destroy(&attr);
 }
 
 static void handle(struct asrv *s, struct popup_wait *w)
@@ -204,42 +190,29 @@ static void handle(struct asrv *s, struct popup_wait *w)
 	atomic_fetch_sub(&s->busy, 1);
 }
 
+static void spawn_any(void *srv, int n)
+{
+	spawn(srv, n, -1);
+}
+
+static bool handle_kind(void *srv, struct popup_wait *w)
+{
+	if (w->kind != POPUP_WAIT_KIND_DGRAM)
+		return false;
+	handle(srv, w);
+	return true;
+}
+
 static void *handler_thread(void *arg)
 {
 	struct hthread *h = arg;
 	struct asrv *s = h->s;
-	unsigned long cmd = POPUP_IOC_WAIT;
-	struct popup_wait w;
+	struct pool_loop l = { s->fd, s->sid, &s->areas, s, spawn_any, handle_kind };
 
 	if (h->cpu >= 0)
 		pin_self(h->cpu);
 	free(h);
-	memset(&w, 0, sizeof(w));
-	w.size = sizeof(w);
-	w.service_id = s->sid;
-	w.flags = POPUP_WAIT_NEW;
-	for (;;) {
-		if (ioctl(s->fd, cmd, &w)) {
-			if (errno != EINTR)
-				break;
-			cmd = POPUP_IOC_WAIT;
-			memset(&w.reply, 0, sizeof(w.reply));
-			continue;
-		}
-		w.flags = POPUP_WAIT_POOL;
-		if (w.spawn)
-			spawn(s, w.spawn, -1);
-		cmd = POPUP_IOC_WAIT;
-		memset(&w.reply, 0, sizeof(w.reply));
-		if (w.kind == POPUP_WAIT_KIND_RETIRE)
-			break;
-		if (w.kind == POPUP_WAIT_KIND_UNMAP) {
-			area_unmap(&s->areas, w.ctx.binding_id);
-		} else if (w.kind == POPUP_WAIT_KIND_DGRAM) {
-			handle(s, &w);
-			cmd = POPUP_IOC_REPLY_WAIT;
-		}
-	}
+	pool_thread_loop(&l);
 	atomic_fetch_sub(&s->threads, 1);
 	return NULL;
 }
@@ -261,32 +234,6 @@ static int udp_socket(int family)
 		return -1;
 	}
 	return s;
-}
-
-static int do_attach(int fd, __u32 sid, int sock, __u32 cpu, __u32 nslots,
-		     __u32 slot_size, struct popup_attach *out)
-{
-	struct popup_attach at;
-
-	memset(&at, 0, sizeof(at));
-	at.size = sizeof(at);
-	at.fd = sock;
-	at.service_id = sid;
-	at.cpu = cpu;
-	at.nslots = nslots;
-	at.slot_size = slot_size;
-	if (ioctl(fd, POPUP_IOC_ATTACH, &at))
-		return -errno;
-	if (out)
-		*out = at;
-	return 0;
-}
-
-static int do_detach(int fd, __u32 id)
-{
-	struct popup_target t = { .id = id };
-
-	return ioctl(fd, POPUP_IOC_DETACH, &t) ? -errno : 0;
 }
 
 static int do_export(int fd, const char *name, const struct popup_pool *pool,
@@ -362,30 +309,6 @@ static int sockets_of(__u32 sid, __u32 *ids, int max)
 	return n;
 }
 
-/* Wait until service @sid has @n idle threads (from /proc/popup/services). */
-static int wait_idle(__u32 sid, unsigned int n)
-{
-	unsigned int id, idle;
-	char line[256];
-	int i;
-
-	for (i = 0; i < 2000; i++) {
-		FILE *f = fopen("/proc/popup/services", "r");
-
-		if (!f)
-			return -1;
-		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "%u %*s %*u %*d %*u %u", &id, &idle) == 2 &&
-			    id == sid && idle >= n) {
-				fclose(f);
-				return 0;
-			}
-		fclose(f);
-		msleep(5);
-	}
-	return -1;
-}
-
 static void server_stop(struct asrv *s)
 {
 	int i;
@@ -403,33 +326,6 @@ static void server_stop(struct asrv *s)
 }
 
 /* ---- clients ---- */
-
-/* Sum of one column of /proc/popup/arrival. */
-static long long arrival_sum(const char *col)
-{
-	FILE *f = fopen("/proc/popup/arrival", "r");
-	char line[1024], *tok, *save;
-	long long sum = 0;
-	int idx = -1, i;
-
-	if (!f)
-		return -1;
-	if (!fgets(line, sizeof(line), f)) {
-		fclose(f);
-		return -1;
-	}
-	for (i = 0, tok = strtok_r(line, " \n", &save); tok;
-	     tok = strtok_r(NULL, " \n", &save), i++)
-		if (!strcmp(tok, col))
-			idx = i;
-	while (idx > 0 && fgets(line, sizeof(line), f))
-		for (i = 0, tok = strtok_r(line, " \n", &save); tok;
-		     tok = strtok_r(NULL, " \n", &save), i++)
-			if (i == idx)
-				sum += atoll(tok);
-	fclose(f);
-	return idx > 0 ? sum : -1;
-}
 
 static int client_socket(int family, int timeout_ms)
 {
@@ -480,22 +376,6 @@ static int recv_reply(int c, struct popup_wire_hdr *h, struct echo_res *res)
 			memcpy(res, buf + POPUP_WIRE_HDR_LEN, sizeof(*res));
 	}
 	return 0;
-}
-
-static uint16_t port_of(const struct sockaddr_storage *a)
-{
-	return ntohs(a->ss_family == AF_INET6 ?
-		     ((const struct sockaddr_in6 *)a)->sin6_port :
-		     ((const struct sockaddr_in *)a)->sin_port);
-}
-
-static uint16_t local_port(int c)
-{
-	struct sockaddr_storage a;
-	socklen_t l = sizeof(a);
-
-	getsockname(c, (struct sockaddr *)&a, &l);
-	return port_of(&a);
 }
 
 /* Per-CPU client: @n ECHO calls to socket @i of @s, pinned to @cpu. */
@@ -1014,9 +894,9 @@ TEST_F_TIMEOUT(arr, udp_detach_under_load, 60)
 	spawn(s, 2, -1);
 	ASSERT_EQ(0, pthread_create(&th, NULL, ljob_run, &j));
 	msleep(500);
-	ASSERT_EQ(0, do_detach(s->fd, ids[0]));
+	ASSERT_EQ(0, do_detach(s->fd, ids[0], 0));
 	ASSERT_EQ(0, pthread_create(&tk, NULL, takeover_run, &j));
-	EXPECT_EQ(-ENOENT, do_detach(s->fd, ids[0]));
+	EXPECT_EQ(-ENOENT, do_detach(s->fd, ids[0], 0));
 	EXPECT_EQ(0, sockets_of(s->sid, ids, MAX_CPUS));
 	msleep(500);
 	atomic_store(&j.stop, 1);
@@ -1107,7 +987,7 @@ TEST_F(arr, attach_detach_errors)
 	EXPECT_EQ(-EBUSY, do_attach(s->fd, s->sid, u, 0, 0, 0, NULL));
 	EXPECT_EQ(-EBUSY, do_attach(fd2, sid2, u, 0, 0, 0, NULL));
 	/* Not ours to detach, nor a binding to unimport or call. */
-	EXPECT_EQ(-ENOENT, do_detach(fd2, good.attach_id));
+	EXPECT_EQ(-ENOENT, do_detach(fd2, good.attach_id, 0));
 	t = (struct popup_target){ .id = good.attach_id };
 	EXPECT_EQ(-1, ioctl(s->fd, POPUP_IOC_UNIMPORT, &t));
 	EXPECT_EQ(ENOENT, errno);
@@ -1120,8 +1000,8 @@ TEST_F(arr, attach_detach_errors)
 
 	/* The other attach survives the first's detach. */
 	ASSERT_EQ(0, do_attach(s->fd, s->sid, u2, 0, 0, 0, NULL));
-	EXPECT_EQ(0, do_detach(s->fd, good.attach_id));
-	EXPECT_EQ(-ENOENT, do_detach(s->fd, good.attach_id));
+	EXPECT_EQ(0, do_detach(s->fd, good.attach_id, 0));
+	EXPECT_EQ(-ENOENT, do_detach(s->fd, good.attach_id, 0));
 	/* Detached: attachable again, by the other file too. */
 	EXPECT_EQ(0, do_attach(fd2, sid2, u, 0, 0, 0, NULL));
 	close(fd2);

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
+#include "arrival_test.h"
 #include "popup_test.h"
 #include "popup/wire.h"
 #include "uapi/linux/popup.h"
@@ -127,7 +128,7 @@ static bool meet(struct tsrv *s)
 static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
 		     const struct popup_context *ctx, unsigned char *out)
 {
-	struct popup_wire_hdr h, r;
+	struct popup_wire_hdr h;
 	struct echo_res res;
 	uint64_t x = 0;
 
@@ -153,29 +154,15 @@ static size_t answer(struct tsrv *s, const unsigned char *req, size_t len,
 		res.peer_port = ntohs(ctx->peer_port);
 		res.peer_family = ctx->peer_family;
 	}
-	memset(&r, 0, sizeof(r));
-	r.magic = POPUP_WIRE_MAGIC;
-	r.version = POPUP_WIRE_VERSION;
-	r.flags = POPUP_WIRE_F_REPLY;
-	r.method = h.method;
-	r.service = h.service;
-	r.req_id = h.req_id;
-	r.len = sizeof(res);
-	popup_wire_encode(out, &r);
-	memcpy(out + POPUP_WIRE_HDR_LEN, &res, sizeof(res));
-	return POPUP_WIRE_HDR_LEN + sizeof(res);
+	return reply_encode(out, &h, &res, sizeof(res));
 }
 
 static void *handler_thread(void *arg);
 
 static void spawn(struct tsrv *s, int n, int cpu)
 {
-	pthread_attr_t attr;
 	struct hthread *h;
-	pthread_t th;
 
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	while (n-- > 0) {
 		h = malloc(sizeof(*h));
 		if (!h)
@@ -183,14 +170,13 @@ static void spawn(struct tsrv *s, int n, int cpu)
 		h->s = s;
 		h->cpu = cpu;
 		atomic_fetch_add(&s->threads, 1);
-		if (pthread_create(&th, &attr, handler_thread, h)) {
+		if (start_detached(handler_thread, h)) {
 			atomic_fetch_sub(&s->threads, 1);
 			free(h);
 			break;
 		}
 		atomic_fetch_add(&s->spawned, 1);
 	}
-	pthread_attr_destroy(&attr);
 }
 
 static int do_park(int fd, int sock, __u32 attach_id, __u32 *conn_id)
@@ -262,44 +248,31 @@ static void handle(struct tsrv *s, struct popup_wait *w)
 	atomic_fetch_add(&s->handled, 1);
 }
 
+static void spawn_any(void *srv, int n)
+{
+	spawn(srv, n, -1);
+}
+
+static bool handle_kind(void *srv, struct popup_wait *w)
+{
+	if (w->kind == POPUP_WAIT_KIND_CONN)
+		take_conn(srv, &w->ctx);
+	if (w->kind != POPUP_WAIT_KIND_STREAM)
+		return false;
+	handle(srv, w);
+	return true;
+}
+
 static void *handler_thread(void *arg)
 {
 	struct hthread *h = arg;
 	struct tsrv *s = h->s;
-	unsigned long cmd = POPUP_IOC_WAIT;
-	struct popup_wait w;
+	struct pool_loop l = { s->fd, s->sid, &s->areas, s, spawn_any, handle_kind };
 
 	if (h->cpu >= 0)
 		pin_self(h->cpu);
 	free(h);
-	memset(&w, 0, sizeof(w));
-	w.size = sizeof(w);
-	w.service_id = s->sid;
-	w.flags = POPUP_WAIT_NEW;
-	for (;;) {
-		if (ioctl(s->fd, cmd, &w)) {
-			if (errno != EINTR)
-				break;
-			cmd = POPUP_IOC_WAIT;
-			memset(&w.reply, 0, sizeof(w.reply));
-			continue;
-		}
-		w.flags = POPUP_WAIT_POOL;
-		if (w.spawn)
-			spawn(s, w.spawn, -1);
-		cmd = POPUP_IOC_WAIT;
-		memset(&w.reply, 0, sizeof(w.reply));
-		if (w.kind == POPUP_WAIT_KIND_RETIRE)
-			break;
-		if (w.kind == POPUP_WAIT_KIND_UNMAP) {
-			area_unmap(&s->areas, w.ctx.binding_id);
-		} else if (w.kind == POPUP_WAIT_KIND_CONN) {
-			take_conn(s, &w.ctx);
-		} else if (w.kind == POPUP_WAIT_KIND_STREAM) {
-			handle(s, &w);
-			cmd = POPUP_IOC_REPLY_WAIT;
-		}
-	}
+	pool_thread_loop(&l);
 	atomic_fetch_sub(&s->threads, 1);
 	return NULL;
 }
@@ -326,32 +299,6 @@ static int tcp_listener(int family, uint16_t *port)
 	}
 	*port = ntohs(((struct sockaddr_in *)&a)->sin_port);
 	return s;
-}
-
-static int do_attach(int fd, __u32 sid, int sock, __u32 cpu, __u32 nslots,
-		     __u32 *id)
-{
-	struct popup_attach at;
-
-	memset(&at, 0, sizeof(at));
-	at.size = sizeof(at);
-	at.fd = sock;
-	at.service_id = sid;
-	at.cpu = cpu;
-	at.nslots = nslots;
-	at.slot_size = SLOT;
-	if (ioctl(fd, POPUP_IOC_ATTACH, &at))
-		return -errno;
-	if (id)
-		*id = at.attach_id;
-	return 0;
-}
-
-static int do_detach(int fd, __u32 id, __u32 flags)
-{
-	struct popup_target t = { .id = id, .flags = flags };
-
-	return ioctl(fd, POPUP_IOC_DETACH, &t) ? -errno : 0;
 }
 
 static int server_open(struct tsrv *s, const char *name,
@@ -381,6 +328,7 @@ static int server_open(struct tsrv *s, const char *name,
 /* @n listeners, listener i serving CPU i % ncpus. */
 static int server_listen(struct tsrv *s, int n, int family, __u32 nslots)
 {
+	struct popup_attach at = { 0 };
 	int i, ret;
 
 	for (i = 0; i < n; i++) {
@@ -389,9 +337,10 @@ static int server_listen(struct tsrv *s, int n, int family, __u32 nslots)
 			return -errno;
 		s->nl = i + 1;
 		ret = do_attach(s->fd, s->sid, s->lsock[i], i % ncpus(),
-				nslots, &s->attach_id[i]);
+				nslots, SLOT, &at);
 		if (ret)
 			return ret;
+		s->attach_id[i] = at.attach_id;
 	}
 	return 0;
 }
@@ -415,29 +364,6 @@ static void server_stop(struct tsrv *s)
 	s->fd = -1;
 }
 
-static int wait_idle(__u32 sid, unsigned int n)
-{
-	unsigned int id, idle;
-	char line[256];
-	int i;
-
-	for (i = 0; i < 2000; i++) {
-		FILE *f = fopen("/proc/popup/services", "r");
-
-		if (!f)
-			return -1;
-		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "%u %*s %*u %*d %*u %u", &id, &idle) == 2 &&
-			    id == sid && idle >= n) {
-				fclose(f);
-				return 0;
-			}
-		fclose(f);
-		msleep(5);
-	}
-	return -1;
-}
-
 /* Parked connections of service @sid in /proc/popup/sockets. */
 static int conns_of(__u32 sid)
 {
@@ -454,32 +380,6 @@ static int conns_of(__u32 sid)
 			n++;
 	fclose(f);
 	return n;
-}
-
-static long long arrival_sum(const char *col)
-{
-	FILE *f = fopen("/proc/popup/arrival", "r");
-	char line[2048], *tok, *save;
-	long long sum = 0;
-	int idx = -1, i;
-
-	if (!f)
-		return -1;
-	if (!fgets(line, sizeof(line), f)) {
-		fclose(f);
-		return -1;
-	}
-	for (i = 0, tok = strtok_r(line, " \n", &save); tok;
-	     tok = strtok_r(NULL, " \n", &save), i++)
-		if (!strcmp(tok, col))
-			idx = i;
-	while (idx > 0 && fgets(line, sizeof(line), f))
-		for (i = 0, tok = strtok_r(line, " \n", &save); tok;
-		     tok = strtok_r(NULL, " \n", &save), i++)
-			if (i == idx)
-				sum += atoll(tok);
-	fclose(f);
-	return idx > 0 ? sum : -1;
 }
 
 /* Wait up to 3 s for column @col to reach @want. */
@@ -614,15 +514,6 @@ static int send_split(int c, __u32 sid)
 	if (wait_idle(sid, 1))
 		return -1;
 	return send(c, buf + 10, 30, 0) == 30 ? 0 : -1;
-}
-
-static uint16_t local_port(int c)
-{
-	struct sockaddr_in a;
-	socklen_t l = sizeof(a);
-
-	getsockname(c, (struct sockaddr *)&a, &l);
-	return ntohs(a.sin_port);
 }
 
 /* The connection ends within @ms: EOF or a reset, nothing else. */
@@ -1095,12 +986,14 @@ TEST_F_TIMEOUT(tcp, server_killed_in_flight, 60)
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
 		struct tsrv *s = &self->srv;
+		struct popup_attach at = { 0 };
 
 		close(pfd[0]);
 		if (server_open(s, self->name, &pool))
 			_exit(1);
-		if (do_attach(s->fd, s->sid, ls, 0, 8, &s->attach_id[0]))
+		if (do_attach(s->fd, s->sid, ls, 0, 8, SLOT, &at))
 			_exit(2);
+		s->attach_id[0] = at.attach_id;
 		spawn(s, 2, -1);
 		ok = 1;
 		if (write(pfd[1], &ok, 1) != 1)
@@ -1293,7 +1186,7 @@ TEST_F(tcp, attach_park_errors)
 	/* A TCP socket that does not listen. */
 	t = socket(AF_INET, SOCK_STREAM, 0);
 	ASSERT_LE(0, t);
-	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, t, 0, 4, NULL));
+	EXPECT_EQ(-EINVAL, do_attach(s->fd, s->sid, t, 0, 4, SLOT, NULL));
 	/* PARK: not connected, not TCP, unknown listener, bad fields. */
 	EXPECT_EQ(-ENOTCONN, do_park(s->fd, t, s->attach_id[0], NULL));
 	EXPECT_EQ(-ENOTCONN, do_park(s->fd, s->lsock[0], s->attach_id[0],

@@ -817,6 +817,17 @@ static void hand_out(struct sub *s, struct areq *r)
 	sub_send(s, &h, j->req, j->req_len);
 }
 
+/* Take the request at *@pp (after @prev, NULL at the head) off @a's queue. */
+static void queue_unlink_locked(struct arbiter *a, struct areq **pp, struct areq *prev)
+{
+	struct areq *r = *pp;
+
+	*pp = r->next;
+	if (a->tail == r)
+		a->tail = prev;
+	a->queued--;
+}
+
 static void dispatch_locked(void)
 {
 	for (unsigned int i = 0; i < A.nr; i++) {
@@ -832,10 +843,7 @@ static void dispatch_locked(void)
 				pp = &r->next;
 				continue;
 			}
-			*pp = r->next;
-			if (a->tail == r)
-				a->tail = prev;
-			a->queued--;
+			queue_unlink_locked(a, pp, prev);
 			hand_out(s, r);
 		}
 	}
@@ -855,10 +863,7 @@ static void expire_locked(uint64_t now)
 				pp = &r->next;
 				continue;
 			}
-			*pp = r->next;
-			if (a->tail == r)
-				a->tail = prev;
-			a->queued--;
+			queue_unlink_locked(a, pp, prev);
 			a->expired++;
 			areq_done_locked(r, -ETIMEDOUT, A.nr_subs ?
 					 "deadline passed while queued at the arbiter" :

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "popup/service.h"
+#include "svc_util.h"
 
 #define BLOCK_MAX	(64U << 10)	/* fits libpopup's user backend */
 
@@ -52,19 +53,10 @@ static int open_beneath(const struct disk *d, const char *path)
 		.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
-	const char *p = path;
 	long fd;
 
-	if (!path[0] || path[0] == '/')
+	if (!path[0] || path[0] == '/' || svc_path_has_dotdot(path))
 		return -EACCES;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 2 && p[0] == '.' && p[1] == '.')
-			return -EACCES;
-		p += n;
-		p += *p == '/';
-	}
 	fd = syscall(SYS_openat2, d->root, path, &how, sizeof(how));
 	if (fd < 0)
 		return errno == EXDEV || errno == ELOOP || errno == ENOSYS ? -EACCES : -errno;
@@ -85,12 +77,7 @@ static void device_wait(const struct disk *d)
 
 static int say(struct popup_svc_call *call, int err, const char *msg)
 {
-	size_t n = strlen(msg);
-
-	if (n > call->res_cap)
-		n = call->res_cap;
-	memcpy(call->res, msg, n);
-	call->res_len = n;
+	svc_say(call, msg);
 	return err;
 }
 
@@ -184,25 +171,6 @@ static int disk_size(struct popup_svc_call *call)
 	return 0;
 }
 
-static int get_u32(const struct popup_svc_env *env, const char *key, uint32_t def,
-		   uint32_t max, uint32_t *out)
-{
-	const char *v = env->get(env, key);
-	char *end;
-	unsigned long n;
-
-	*out = def;
-	if (!v)
-		return 0;
-	n = strtoul(v, &end, 10);
-	if (!*v || *end || v[0] == '-' || n > max) {
-		env->log(env, 3, "invalid %s '%s' (0..%u)", key, v, max);
-		return -EINVAL;
-	}
-	*out = (uint32_t)n;
-	return 0;
-}
-
 static int disk_init(const struct popup_svc_env *env, void **state)
 {
 	const char *root = env->get(env, "root");
@@ -216,8 +184,8 @@ static int disk_init(const struct popup_svc_env *env, void **state)
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	if (get_u32(env, "latency_us", 1000, 10000000, &d->latency_us) ||
-	    get_u32(env, "fail", 0, 1, &fail)) {
+	if (svc_conf_u32(env, "latency_us", 1000, 0, 10000000, &d->latency_us) ||
+	    svc_conf_u32(env, "fail", 0, 0, 1, &fail)) {
 		free(d);
 		return -EINVAL;
 	}

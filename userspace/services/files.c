@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "popup/service.h"
+#include "svc_util.h"
 
 #define FILE_MAX	(1U << 20)
 
@@ -103,8 +104,6 @@ static int open_beneath(const struct files *f, const char *path, int flags)
 static int get_path(const struct popup_svc_call *call, char *buf, size_t len,
 		    const char **why)
 {
-	const char *p = buf;
-
 	if (call->req_len >= len) {
 		*why = "path too long";
 		return -EINVAL;
@@ -119,27 +118,11 @@ static int get_path(const struct popup_svc_call *call, char *buf, size_t len,
 		*why = "absolute paths are refused";
 		return -EACCES;
 	}
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 2 && p[0] == '.' && p[1] == '.') {
-			*why = "'..' is refused";
-			return -EACCES;
-		}
-		p += n;
-		p += *p == '/';
+	if (svc_path_has_dotdot(buf)) {
+		*why = "'..' is refused";
+		return -EACCES;
 	}
 	return 0;
-}
-
-static void say(struct popup_svc_call *call, const char *msg)
-{
-	size_t n = strlen(msg);
-
-	if (n > call->res_cap)
-		n = call->res_cap;
-	memcpy(call->res, msg, n);
-	call->res_len = n;
 }
 
 static int files_read(struct popup_svc_call *call)
@@ -156,22 +139,22 @@ static int files_read(struct popup_svc_call *call)
 		err = -EINVAL;
 	}
 	if (err) {
-		say(call, why);
+		svc_say(call, why);
 		return err;
 	}
 	fd = open_beneath(call->state, path, O_RDONLY | O_NONBLOCK);
 	if (fd < 0) {
-		say(call, fd == -EACCES ? "path escapes the root" : strerror(-fd));
+		svc_say(call, fd == -EACCES ? "path escapes the root" : strerror(-fd));
 		return fd;
 	}
 	if (fstat(fd, &stb) || !S_ISREG(stb.st_mode)) {
 		close(fd);
-		say(call, "not a regular file");
+		svc_say(call, "not a regular file");
 		return -EINVAL;
 	}
 	if ((uint64_t)stb.st_size > call->res_cap) {
 		close(fd);
-		say(call, "file larger than the result limit");
+		svc_say(call, "file larger than the result limit");
 		return -EFBIG;
 	}
 	while (n < call->res_cap) {
@@ -203,12 +186,12 @@ static int files_list(struct popup_svc_call *call)
 
 	err = get_path(call, path, sizeof(path), &why);
 	if (err) {
-		say(call, why);
+		svc_say(call, why);
 		return err;
 	}
 	fd = open_beneath(call->state, path, O_RDONLY | O_DIRECTORY);
 	if (fd < 0) {
-		say(call, fd == -EACCES ? "path escapes the root" : strerror(-fd));
+		svc_say(call, fd == -EACCES ? "path escapes the root" : strerror(-fd));
 		return fd;
 	}
 	d = fdopendir(fd);
@@ -365,18 +348,18 @@ static int files_get(struct popup_svc_call *call)
 		err = -EINVAL;
 	}
 	if (err) {
-		say(call, why);
+		svc_say(call, why);
 		return err;
 	}
 	if (!env || !env->batch_new) {
-		say(call, "this popupd offers no sub-calls");
+		svc_say(call, "this popupd offers no sub-calls");
 		return -EOPNOTSUPP;
 	}
 	err = get_size(call, f, path, &size);
 	if (err)
 		return err;
 	if (size > call->res_cap) {
-		say(call, "file larger than the result limit");
+		svc_say(call, "file larger than the result limit");
 		return -EFBIG;
 	}
 	b = env->batch_new(env, f->outstanding, call->deadline_ns);
@@ -387,25 +370,6 @@ static int files_get(struct popup_svc_call *call)
 	if (!err)
 		call->res_len = (uint32_t)size;
 	return err;
-}
-
-static int conf_u32(const struct popup_svc_env *env, const char *key, uint32_t def,
-		    uint32_t min, uint32_t max, uint32_t *out)
-{
-	const char *v = env->get(env, key);
-	char *end;
-	unsigned long n;
-
-	*out = def;
-	if (!v)
-		return 0;
-	n = strtoul(v, &end, 10);
-	if (!*v || *end || v[0] == '-' || n < min || n > max) {
-		env->log(env, 3, "invalid %s '%s' (%u..%u)", key, v, min, max);
-		return -EINVAL;
-	}
-	*out = (uint32_t)n;
-	return 0;
 }
 
 static int files_init(const struct popup_svc_env *env, void **state)
@@ -421,8 +385,8 @@ static int files_init(const struct popup_svc_env *env, void **state)
 	if (!f)
 		return -ENOMEM;
 	snprintf(f->disk, sizeof(f->disk), "%s", env->get(env, "disk") ?: "disk");
-	if (conf_u32(env, "outstanding", 8, 1, 64, &f->outstanding) ||
-	    conf_u32(env, "block", 16384, 512, 65536, &f->block)) {
+	if (svc_conf_u32(env, "outstanding", 8, 1, 64, &f->outstanding) ||
+	    svc_conf_u32(env, "block", 16384, 512, 65536, &f->block)) {
 		free(f);
 		return -EINVAL;
 	}
