@@ -280,6 +280,7 @@ static void popup_tcp_accept(struct popup_sock *ps)
 {
 	struct popup_service *svc = ps->svc;
 	struct popup_ctx *ctx;
+	struct task_struct *wake;
 	struct socket *nsock;
 	u32 kstatus;
 	int n;
@@ -302,8 +303,10 @@ static void popup_tcp_accept(struct popup_sock *ps)
 		popup_tcp_peer(nsock->sk, ctx);
 		popup_tcp_ctx_init(ps, ctx);
 		spin_lock_bh(&svc->lock);
-		kstatus = popup_arrive_locked(ps, ctx);
+		kstatus = popup_arrive_locked(ps, ctx, &wake);
 		spin_unlock_bh(&svc->lock);
+		if (wake)
+			popup_wake_task(wake);
 		if (kstatus) {
 			popup_arr_inc(POPUP_ARR_REFUSED);
 			popup_ctx_put(ctx);	/* closes the connection */
@@ -390,6 +393,7 @@ static bool popup_stream_release_locked(struct popup_sock *ps, bool reader)
 static void popup_stream_new(struct popup_sock *ps, gfp_t gfp)
 {
 	struct popup_service *svc = ps->svc;
+	struct task_struct *wake = NULL;
 	struct popup_ctx *ctx;
 	u32 kstatus;
 
@@ -411,12 +415,14 @@ static void popup_stream_new(struct popup_sock *ps, gfp_t gfp)
 		popup_arr_inc(POPUP_ARR_ARRIVALS);
 		popup_tcp_ctx_init(ps, ctx);
 		popup_tcp_peer(ps->sk, ctx);
-		kstatus = popup_arrive_locked(ps, ctx);
+		kstatus = popup_arrive_locked(ps, ctx, &wake);
 		if (kstatus)
 			popup_kreply_queue_locked(ps, ctx, kstatus);
 		ctx = NULL;
 	}
 	spin_unlock_bh(&svc->lock);
+	if (wake)
+		popup_wake_task(wake);
 	if (ctx)
 		popup_ctx_put(ctx);
 }

@@ -36,6 +36,7 @@
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
+#include <linux/sched/task.h>
 #include <linux/skbuff.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
@@ -336,12 +337,15 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
 }
 
 /*
- * Give @ctx to waiter @w, or queue it; account the slot. Also called by
- * the arrival callback, in softirq: datagram contexts (@psock) wake their
- * waiter without the synchronous hint, as there is no caller to sleep.
+ * Give @ctx to waiter @w, or queue it; account the slot. A caller that
+ * passes @wake (the arrival callbacks, in softirq) gets @w's thread there,
+ * with a reference, to wake with popup_wake_task() once svc->lock is
+ * dropped: the wake-up is the longest part of a hand-off, and the other
+ * CPUs' arrivals and replies wait for this lock. Calls wake the waiter
+ * here, with the synchronous hint, as the caller is about to sleep.
  */
 void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
-			     struct popup_waiter *w)
+			     struct popup_waiter *w, struct task_struct **wake)
 {
 	struct popup_binding *b = ctx->binding;
 
@@ -366,7 +370,9 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 		ctx->state = POPUP_CTX_HANDED;
 		list_add_tail(&ctx->node, &svc->running);
 		popup_stat_inc(POPUP_STAT_HANDOFFS);
-		if ((ctx->flags & POPUP_CTX_ONEWAY) || ctx->psock)
+		if (wake)
+			*wake = get_task_struct(w->task);
+		else if (ctx->flags & POPUP_CTX_ONEWAY)
 			wake_up_interruptible(&w->wq);
 		else
 			wake_up_interruptible_sync(&w->wq);
@@ -377,6 +383,18 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 		popup_stat_inc(POPUP_STAT_QUEUED);
 	}
 	popup_pool_update_locked(svc);
+}
+
+/*
+ * Wake @task, the thread of a waiter handed a context under svc->lock,
+ * and drop the reference popup_call_start_locked() took. The waiter may
+ * have left its WAIT meanwhile (a signal): the thread then sees a spurious
+ * wake-up, which every sleeper tolerates (as with wake_q).
+ */
+void popup_wake_task(struct task_struct *task)
+{
+	wake_up_process(task);
+	put_task_struct(task);
 }
 
 int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
@@ -446,7 +464,7 @@ int popup_ioctl_call(struct popup_proc *proc, struct popup_call *call)
 		popup_ctx_release(&ctx->refs);	/* never published */
 		goto out_put;
 	}
-	popup_call_start_locked(svc, ctx, w);
+	popup_call_start_locked(svc, ctx, w, NULL);
 	spin_unlock_bh(&svc->lock);
 	popup_stat_inc(POPUP_STAT_CALLS);
 
@@ -781,6 +799,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	wt.files = current->files;
 	wt.cpu = raw_smp_processor_id();
 	wt.flags = w->flags;
+	wt.task = current;
 
 	w->reply_result = 0;
 	if (reply) {

@@ -162,6 +162,8 @@ struct popup_method_k {
  * @files:      current->files of the thread, for flush (invariant)
  * @cpu:        CPU the thread waits on, for affinity (invariant)
  * @flags:      POPUP_WAIT_* flags of the request (invariant)
+ * @task:       the waiting thread, woken by arrivals once svc->lock is
+ *              dropped (invariant)
  */
 struct popup_waiter {
 	struct list_head node;
@@ -172,6 +174,7 @@ struct popup_waiter {
 	void *files;
 	int cpu;
 	u32 flags;
+	struct task_struct *task;
 };
 
 /**
@@ -354,6 +357,8 @@ enum popup_ctx_state {
  *            installs it as a descriptor (owned like @skb); released in
  *            process context only (kernel replies, WAIT)
  * @conn_fd:  the descriptor WAIT installed (KIND_CONN)
+ * @csum_ok:  UDP verified @skb's checksum before handing it over (encap
+ *            receive; invariant)
  * @taken:    KIND_STREAM: its frame was read off the connection, which
  *            passed the reader role on (set by the thread reading it,
  *            under svc->lock)
@@ -392,6 +397,7 @@ struct popup_ctx {
 	u32 kstatus;
 	struct socket *conn;
 	int conn_fd;
+	bool csum_ok;
 	bool taken;
 };
 
@@ -422,6 +428,8 @@ struct popup_ctx {
  * @sk:          @sock->sk (invariant)
  * @saved_data_ready: the callback replaced at attach, put back at detach
  *               (invariant)
+ * @encap:       UDP over IPv4: datagrams also come through the socket's
+ *               encap_rcv, before UDP queues them (invariant)
  * @svc:         the service, referenced (invariant)
  * @area:        the receive area, a binding without a client; its
  *               @active count is the attachment's until detach (invariant)
@@ -481,6 +489,7 @@ struct popup_sock {
 	struct socket *sock;
 	struct sock *sk;
 	void (*saved_data_ready)(struct sock *sk);
+	bool encap;
 	struct popup_service *svc;
 	struct popup_binding *area;
 	struct popup_method_k method;
@@ -570,7 +579,8 @@ void popup_ctx_put(struct popup_ctx *ctx);
 struct popup_waiter *popup_pick_waiter_locked(struct popup_service *svc,
 					      int cpu);
 void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
-			     struct popup_waiter *w);
+			     struct popup_waiter *w, struct task_struct **wake);
+void popup_wake_task(struct task_struct *task);
 void popup_ctx_finish_locked(struct popup_service *svc, struct popup_ctx *ctx,
 			     int state, struct list_head *puts);
 bool popup_replying_on_locked(struct popup_service *svc, int cpu);
@@ -593,7 +603,8 @@ struct popup_sock *popup_sock_new(struct socket *sock, enum popup_sock_kind kind
 void popup_sock_work(struct work_struct *work);
 int popup_sock_hook(struct popup_sock *ps);
 struct popup_sock *popup_sock_lookup_rcu(struct sock *sk);
-u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx);
+u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx,
+			struct task_struct **wake);
 void popup_kreply_queue_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 			       u32 kstatus);
 bool popup_kreply_build(const struct popup_ctx *ctx, u8 *rep);
