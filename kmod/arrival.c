@@ -20,33 +20,26 @@
  *     binding (POPUP_CTX_MAP, UNMAP notices); its id is the attach id;
  *   - hooks sk_data_ready under lock_sock and write_lock_bh(
  *     &sk->sk_callback_lock), as sunrpc's svcsock does, saving the old
- *     callback; an IPv4 UDP socket also gets encap_rcv, the hook UDP
- *     tunnels (vxlan, l2tp, wireguard) receive through. sk_user_data is
- *     left alone: popupd's REUSEPORT_SOCKARRAY owns it (SK_USER_DATA_BPF),
- *     so attachments are found through an RCU hash keyed by the struct
- *     sock instead. A socket whose sk_user_data belongs to another kernel
- *     user (sockmap, a tunnel, a kernel server), or that already has an
- *     encapsulation (UDP_ENCAP), is refused with EBUSY.
+ *     callback. sk_user_data is left alone: popupd's REUSEPORT_SOCKARRAY
+ *     owns it (SK_USER_DATA_BPF), so attachments are found through an
+ *     RCU hash keyed by the struct sock instead. A socket whose
+ *     sk_user_data belongs to another kernel user (sockmap, a tunnel, a
+ *     kernel server) is refused with EBUSY.
  *
  * UDP flow, one datagram:
- *   1. softirq. IPv4: encap_rcv (popup_udp_encap_rcv) gets the datagram
- *      from udp_queue_rcv_one_skb, checksum verified, before it is charged
- *      to the socket and queued; IPv6, and anything encap_rcv hands back
- *      to UDP (no memory, kernel replies backed up), is queued as usual
- *      and sk_data_ready (popup_udp_data_ready) moves the skb from the
- *      socket's queue with skb_recv_udp(MSG_DONTWAIT), as sockmap's
- *      udp_read_skb does from the same callback. Either way a context
- *      (GFP_ATOMIC) takes the skb: only the pointer moves, nothing is
- *      copied. Note the sender (address, port) and the first 32 bytes (the
- *      native wire header, for the kernel's own replies). Then, under
- *      svc->lock, the pool rules of calls (call.c): take a free slot of
- *      the receive area and hand the context to an idle thread, preferably
- *      one waiting on the socket's CPU (woken once the lock is dropped), or
- *      queue it; spawn requests as for calls. No slot, or the queue at
- *      queue_limit with no idle thread: the context goes to the socket's
- *      kernel-reply list and is answered BUSY. The encap path skips
- *      socket filters and the socket's receive-buffer accounting; what it
- *      holds is bounded by the slots, queue_limit and POPUP_KREPLY_MAX.
+ *   1. softirq, sk_data_ready (popup_udp_data_ready): allocate a context
+ *      (GFP_ATOMIC) and move the skb from the socket's queue to it with
+ *      skb_recv_udp(MSG_DONTWAIT), as sockmap's udp_read_skb does from the
+ *      same callback: only the pointer moves, nothing is copied. Note the
+ *      sender (address, port) and the first 32 bytes (the native wire
+ *      header, for the kernel's own replies). Then, under svc->lock, the
+ *      pool rules of calls (call.c): take a free slot of the receive area
+ *      and hand the context to an idle thread, preferably one waiting on
+ *      the socket's CPU (woken once svc->lock is dropped, which both CPUs'
+ *      arrivals and replies take), or queue it; spawn requests as for
+ *      calls. No slot, or the queue at queue_limit with no idle thread:
+ *      the context goes to the socket's kernel-reply list and is answered
+ *      BUSY.
  *   2. The handler thread's WAIT (process context, the thread's own) takes
  *      the context, verifies the checksum and copies the payload from the
  *      skb into the slot (the one copy, the same recvmsg would make), with
@@ -115,8 +108,6 @@ static DEFINE_HASHTABLE(popup_sock_hash, 7);
 #define POPUP_DGRAM_SLOTS	16	/* default nslots */
 #define POPUP_KREPLY_MAX	1024	/* kernel replies pending per socket */
 #define POPUP_DRAIN_BATCH	256	/* datagrams per run of the worker */
-/* udp_sock.encap_type while attached: any non-zero value, as tunnels use. */
-#define POPUP_UDP_ENCAP_TYPE	1
 
 static void popup_udp_data_ready(struct sock *sk);
 
@@ -312,38 +303,6 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 	spin_unlock_bh(&svc->lock);
 	if (wake)
 		popup_wake_task(wake);
-}
-
-/*
- * encap_rcv of an attached IPv4 UDP socket: softirq, from
- * udp_queue_rcv_one_skb, the checksum verified and the UDP header still
- * on. Returns 0 when the datagram became a context, or 1 to have UDP
- * queue it as usual, for popup_udp_data_ready (and its fallbacks) to deal
- * with: not (or no longer) ours, no memory for a context, or kernel
- * replies backed up.
- */
-static int popup_udp_encap_rcv(struct sock *sk, struct sk_buff *skb)
-{
-	struct popup_sock *ps;
-	struct popup_ctx *ctx;
-	int ret = 1;
-
-	rcu_read_lock();
-	ps = popup_sock_lookup_rcu(sk);
-	if (unlikely(!ps || READ_ONCE(ps->nkreplies) >= POPUP_KREPLY_MAX))
-		goto out;
-	ctx = popup_ctx_alloc(GFP_ATOMIC);
-	if (unlikely(!ctx))
-		goto out;
-	/* What UDP does before queueing: the header off, the route gone. */
-	udp_csum_pull_header(skb);
-	skb_dst_drop(skb);
-	ctx->csum_ok = true;
-	popup_udp_arrive(ps, ctx, skb);
-	ret = 0;
-out:
-	rcu_read_unlock();
-	return ret;
 }
 
 /* Not (or no longer) ours: pass the event to whoever has the socket now. */
@@ -548,7 +507,7 @@ static int popup_dgram_fill(struct popup_ctx *ctx)
 	u32 off, len = skb->len;
 
 	ctx->skb = NULL;
-	if (!ctx->csum_ok && !udp_skb_csum_unnecessary(skb) &&
+	if (!udp_skb_csum_unnecessary(skb) &&
 	    __udp_lib_checksum_complete(skb)) {
 		atomic_inc(&ctx->psock->sk->sk_drops);
 		popup_arr_inc(POPUP_ARR_CSUM);
@@ -670,20 +629,15 @@ void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c)
 /* Install our callback on @ps->sk; -EBUSY if the socket is taken. */
 int popup_sock_hook(struct popup_sock *ps)
 {
-	bool encap = ps->kind == POPUP_SOCK_UDP && ps->family == AF_INET;
 	struct sock *sk = ps->sk;
 	struct popup_sock *other;
 	uintptr_t ud;
 	int ret = 0;
 
-	/* Patches code, so it may sleep: before the socket's locks. */
-	if (encap)
-		udp_encap_enable();
 	lock_sock(sk);
 	write_lock_bh(&sk->sk_callback_lock);
 	ud = (uintptr_t)sk->sk_user_data;
-	if ((ud && !(ud & SK_USER_DATA_BPF)) ||
-	    (encap && READ_ONCE(udp_sk(sk)->encap_type))) {
+	if (ud && !(ud & SK_USER_DATA_BPF)) {
 		ret = -EBUSY;		/* another kernel user owns it */
 		goto out;
 	}
@@ -703,18 +657,10 @@ int popup_sock_hook(struct popup_sock *ps)
 		WRITE_ONCE(sk->sk_data_ready, popup_udp_data_ready);
 	else
 		popup_tcp_hook_locked(ps);
-	if (encap) {
-		/* Readers check the type, then the hook (READ_ONCE both). */
-		WRITE_ONCE(udp_sk(sk)->encap_rcv, popup_udp_encap_rcv);
-		WRITE_ONCE(udp_sk(sk)->encap_type, POPUP_UDP_ENCAP_TYPE);
-		ps->encap = true;
-	}
 	ps->port = ntohs(inet_sk(sk)->inet_sport);
 out:
 	write_unlock_bh(&sk->sk_callback_lock);
 	release_sock(sk);
-	if (encap && !ps->encap)
-		udp_encap_disable();
 	return ret;
 }
 
@@ -729,18 +675,11 @@ static void popup_sock_unhook(struct popup_sock *ps)
 		popup_tcp_unhook_locked(ps);
 	else if (sk->sk_data_ready == popup_udp_data_ready)
 		WRITE_ONCE(sk->sk_data_ready, ps->saved_data_ready);
-	if (ps->encap && udp_sk(sk)->encap_rcv == popup_udp_encap_rcv) {
-		WRITE_ONCE(udp_sk(sk)->encap_type, 0);
-		WRITE_ONCE(udp_sk(sk)->encap_rcv, NULL);
-	}
 	spin_lock(&popup_sock_lock);
 	hash_del_rcu(&ps->hash_node);
 	spin_unlock(&popup_sock_lock);
 	write_unlock_bh(&sk->sk_callback_lock);
 	release_sock(sk);
-	/* Callbacks still running are waited for by the caller's grace. */
-	if (ps->encap)
-		udp_encap_disable();
 }
 
 /*

@@ -357,8 +357,6 @@ enum popup_ctx_state {
  *            installs it as a descriptor (owned like @skb); released in
  *            process context only (kernel replies, WAIT)
  * @conn_fd:  the descriptor WAIT installed (KIND_CONN)
- * @csum_ok:  UDP verified @skb's checksum before handing it over (encap
- *            receive; invariant)
  * @taken:    KIND_STREAM: its frame was read off the connection, which
  *            passed the reader role on (set by the thread reading it,
  *            under svc->lock)
@@ -397,7 +395,6 @@ struct popup_ctx {
 	u32 kstatus;
 	struct socket *conn;
 	int conn_fd;
-	bool csum_ok;
 	bool taken;
 };
 
@@ -428,8 +425,6 @@ struct popup_ctx {
  * @sk:          @sock->sk (invariant)
  * @saved_data_ready: the callback replaced at attach, put back at detach
  *               (invariant)
- * @encap:       UDP over IPv4: datagrams also come through the socket's
- *               encap_rcv, before UDP queues them (invariant)
  * @svc:         the service, referenced (invariant)
  * @area:        the receive area, a binding without a client; its
  *               @active count is the attachment's until detach (invariant)
@@ -489,7 +484,6 @@ struct popup_sock {
 	struct socket *sock;
 	struct sock *sk;
 	void (*saved_data_ready)(struct sock *sk);
-	bool encap;
 	struct popup_service *svc;
 	struct popup_binding *area;
 	struct popup_method_k method;

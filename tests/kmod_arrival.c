@@ -20,14 +20,12 @@
  * own callback back so a plain recvfrom works, the module unloads);
  * DETACH under load with userspace taking over the socket and no request
  * lost; rmmod refused while a socket is attached; every ATTACH/DETACH
- * error; the encap_rcv hook (IPv4) refused over another encapsulation and
- * gone after detach and withdrawal.
+ * error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1022,49 +1020,6 @@ TEST_F(arr, attach_detach_errors)
 	close(tcp);
 	close(us);
 	close(nul);
-}
-
-static int udp_encap_of(int fd)
-{
-	socklen_t len = sizeof(int);
-	int v = -1;
-
-	return getsockopt(fd, IPPROTO_UDP, UDP_ENCAP, &v, &len) ? -errno : v;
-}
-
-/*
- * IPv4 UDP arrivals come through the socket's encap_rcv, the tunnel hook:
- * a socket with an encapsulation of its own is refused and keeps it, and
- * ours goes away exactly on detach and on withdrawal.
- */
-TEST_F(arr, udp_encap_hook_refused_and_restored)
-{
-	struct asrv *s = &self->srv;
-	struct popup_attach at;
-	struct popup_target t;
-	int u, l2tp, v = UDP_ENCAP_L2TPINUDP;
-
-	ASSERT_EQ(0, server_open(s, self->name, NULL));
-	u = udp_socket(AF_INET);
-	l2tp = udp_socket(AF_INET);
-	ASSERT_LE(0, u);
-	ASSERT_LE(0, l2tp);
-	ASSERT_EQ(0, setsockopt(l2tp, IPPROTO_UDP, UDP_ENCAP, &v, sizeof(v)));
-	EXPECT_EQ(-EBUSY, do_attach(s->fd, s->sid, l2tp, 0, 0, 0, NULL));
-	EXPECT_EQ(UDP_ENCAP_L2TPINUDP, udp_encap_of(l2tp));
-
-	EXPECT_EQ(0, udp_encap_of(u));
-	ASSERT_EQ(0, do_attach(s->fd, s->sid, u, 0, 0, 0, &at));
-	EXPECT_NE(0, udp_encap_of(u));
-	EXPECT_EQ(0, do_detach(s->fd, at.attach_id, 0));
-	EXPECT_EQ(0, udp_encap_of(u));
-
-	ASSERT_EQ(0, do_attach(s->fd, s->sid, u, 0, 0, 0, &at));
-	t = (struct popup_target){ .id = s->sid };
-	EXPECT_EQ(0, ioctl(s->fd, POPUP_IOC_WITHDRAW, &t));
-	EXPECT_EQ(0, udp_encap_of(u));
-	close(u);
-	close(l2tp);
 }
 
 TEST_HARNESS_MAIN
