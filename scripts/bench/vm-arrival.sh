@@ -19,11 +19,17 @@
 # The untraced run also reads /proc/stat around it: the guest's CPU time
 # (user, system, softirq; clients included) and context switches per
 # request, which is where the paths differ beyond their system calls.
+# Then the paired runs: both popupd paths up at once on two ports, and
+# PAIRS alternating short runs (user, kernel, user); each pair's ratio is
+# the kernel run's req/s over the mean of the user runs around it, so a
+# drift of the host that runs the emulator, which swings single runs by
+# 10 % and more, cancels within the pair. PAIRS is four per round.
 # Last, popup-udp-cost splits one UDP request's CPU cost into its phases
 # with no scheduling at all (one thread plays client and server).
 #
 # Output on stdout, picked up by scripts/bench.sh like vm-local.sh's:
 #   @@BENCH json vm-arrival-PATH-PROTO {...}   one row
+#   @@BENCH json vm-arrival-paired-PROTO {...} the paired runs' ratios
 #   @@BENCH json vm-arrival-cost {...}         popup-udp-cost --json
 # and the same rows as text lines starting with "arrival:" for the log.
 #
@@ -32,7 +38,7 @@ set -u
 bin=$1 secs=$2 conns=$3 cpus=${4:-0,1} rounds=${5:-1}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
-port=7411 hport=7412
+port=7411 hport=7412 port2=7421 hport2=7422
 srv_pid=
 
 note() { echo "arrival: $*"; }
@@ -48,36 +54,40 @@ wait_port()	# PORT PROTO
 	return 1
 }
 
-start()		# PATH: start the server of PATH in the background
+start()		# PATH [PORT HPORT]: start the server of PATH in the background
 {
+	local p=${2:-$port} hp=${3:-$hport}
+
 	case $1 in
 	kernel|user)
 		mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-		"$bin/popupd" --port $port --http-port $hport --cpus "$cpus" \
-			--pin-dir "/sys/fs/bpf/popup-arrival-$$" --arrival="$1" \
+		"$bin/popupd" --port "$p" --http-port "$hp" --cpus "$cpus" \
+			--pin-dir "/sys/fs/bpf/popup-arrival-$$-$p" --arrival="$1" \
 			--log-level info >"$tmp/$1.log" 2>&1 &
 		;;
 	floor)
-		"$bin/popup-udp-floor" --port $port --cpus "$cpus" >"$tmp/$1.log" 2>&1 &
+		"$bin/popup-udp-floor" --port "$p" --cpus "$cpus" >"$tmp/$1.log" 2>&1 &
 		;;
 	esac
 	srv_pid=$!
-	wait_port $port udp
+	wait_port "$p" udp
 }
 
-stop()
+stop()		# [PID]: stop the server (default: the last one started)
 {
-	[ -n "$srv_pid" ] || return 0
-	kill -TERM "$srv_pid" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.05; done
-	kill -KILL "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	local pid=${1:-$srv_pid}
+
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	[ "$pid" = "$srv_pid" ] && srv_pid=
 }
 
-bench()		# PROTO DURATION WARMUP: one popup-bench run, its JSON on stdout
+bench()		# PROTO DURATION WARMUP [PORT]: one popup-bench run, its JSON on stdout
 {
-	"$bin/popup-bench" "$1" --connect 127.0.0.1:$port --cpus "$cpus" \
+	"$bin/popup-bench" "$1" --connect "127.0.0.1:${4:-$port}" --cpus "$cpus" \
 		--conns "$conns" --duration "$2" --warmup "$3" --json 2>>"$tmp/bench.err"
 }
 
@@ -185,6 +195,51 @@ print("%-7s %-4s %9s req/s (runs %s)  p50 %7s us  p99 %7s us  %5s syscalls/req  
     f("cpu_us_per_request", "%.1f"), f("ctxsw_per_request", "%.2f")))' "$js")"
 }
 
+# Both paths up at once, PAIRS alternating 1-s runs: the JSON row of the
+# kernel/user ratios of PROTO.
+paired()	# PROTO PAIRS
+{
+	local proto=$1 n=$2 pk pu i line list=
+	if ! start kernel $port $hport; then
+		stop
+		echo "@@BENCH json vm-arrival-paired-$proto {\"failed\":\"kernel path did not start\"}"
+		return
+	fi
+	pk=$srv_pid
+	if ! start user $port2 $hport2; then
+		stop
+		stop "$pk"
+		echo "@@BENCH json vm-arrival-paired-$proto {\"failed\":\"user path did not start\"}"
+		return
+	fi
+	pu=$srv_pid
+	bench "$proto" 1 0 $port >/dev/null
+	bench "$proto" 1 0 $port2 >/dev/null
+	for i in $(seq "$n"); do
+		line="$(jget "$(bench "$proto" 1 0 $port2)" rps)"
+		line="$line $(jget "$(bench "$proto" 1 0 $port)" rps)"
+		line="$line $(jget "$(bench "$proto" 1 0 $port2)" rps)"
+		list="$list${list:+,}[${line// /,}]"
+	done
+	stop "$pu"
+	stop "$pk"
+	line=$(python3 - "[$list]" "$proto" <<'PY'
+import json, statistics, sys
+runs = [r for r in json.loads(sys.argv[1]) if min(r) > 0]
+ratios = [k / ((u1 + u2) / 2) for u1, k, u2 in runs]
+row = {"proto": sys.argv[2], "emulation": "TCG", "pairs": len(ratios)}
+if ratios:
+    row.update(ratio_median=round(statistics.median(ratios), 3),
+               ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3),
+               kernel_rps_median=statistics.median(k for _, k, _ in runs),
+               user_rps_median=statistics.median((u1 + u2) / 2 for u1, _, u2 in runs))
+print(json.dumps(row, separators=(",", ":")))
+PY
+)
+	echo "@@BENCH json vm-arrival-paired-$proto $line"
+	note "paired $proto: $line"
+}
+
 if ! grep -q '^popup ' /proc/modules; then
 	insmod "$top/kmod/popup.ko" || note "insmod failed"
 fi
@@ -206,6 +261,8 @@ done
 for p in kernel user; do
 	row $p tcp
 done
+paired udp $((rounds * 4))
+paired tcp $((rounds * 4))
 # One request's CPU cost by phase, without scheduling.
 cost=$("$bin/popup-udp-cost" --json --cpu "${cpus%%,*}" 2>&1)
 if [ "${cost#\{}" != "$cost" ]; then
