@@ -61,17 +61,21 @@ fi
 # and that --no-debug (benchmarks) boots without the debug checks.
 exec {fd}< <(POPUP_HARNESS_PROBE=passed "$vm" --no-debug --timeout 120 -- \
 	sh -c 'echo "EARLY $POPUP_HARNESS_PROBE $(grep -c slub_debug /proc/cmdline)"; sleep 12; echo LATE' 2>&1 </dev/null)
-first=
+first= seen=
 while IFS= read -r line <&"$fd"; do
-	case "$line" in EARLY*) first=$line; break ;; esac
+	case "$line" in
+	EARLY*) first=$line; break ;;
+	*) seen="${seen:+$seen | }${line:0:100}" ;;	# for a failure's message
+	esac
 done
 t_early=$(date +%s)
 cat <&"$fd" >/dev/null
 t_end=$(date +%s)
 exec {fd}<&-
 lag=$((t_end - t_early))
+seen=${seen:$(( ${#seen} > 300 ? ${#seen} - 300 : 0 ))}
 [ -n "$first" ] && [ "$lag" -ge 8 ] && t_pass "output is streamed live (first line ${lag}s before the end)" ||
-	t_fail "output is streamed live (first line '${first}' ${lag}s before the end)"
+	t_fail "output is streamed live (first line '${first}' ${lag}s before the end; before it: '$seen')"
 [ "${first% *}" = "EARLY passed" ] && t_pass "POPUP_* variables are passed to the guest" ||
 	t_fail "POPUP_* variables are passed to the guest (got '$first')"
 [ "${first##* }" = 0 ] && t_pass "--no-debug boots without slub_debug" ||
