@@ -387,9 +387,10 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 
 /*
  * Wake @task, the thread of a waiter handed a context under svc->lock,
- * and drop the reference popup_call_start_locked() took. The waiter may
- * have left its WAIT meanwhile (a signal): the thread then sees a spurious
- * wake-up, which every sleeper tolerates (as with wake_q).
+ * and drop the reference popup_call_start_locked() took. A signal or its
+ * timeout may have woken the thread first (it still takes the context, as
+ * it relocks before leaving): this wake-up is then a spurious one wherever
+ * it sleeps next, which every sleeper tolerates (as with wake_q).
  */
 void popup_wake_task(struct task_struct *task)
 {

@@ -456,10 +456,11 @@ if rows:
                 "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
         if paired:
             f.write("\nPaired runs: both popupd paths up at once on two ports, "
-                    "alternating 1-s runs (epoll, kernel, epoll); each pair's ratio is "
-                    "the kernel run's req/s over the mean of the two epoll runs around "
-                    "it, so a drift of the host that runs the emulator cancels within "
-                    "the pair (above 1: the kernel path is faster).\n\n"
+                    "alternating 1-s runs (epoll, kernel, epoll, kernel, ..., epoll); a "
+                    "pair's ratio is one kernel run's req/s over the mean of the two "
+                    "epoll runs around it, so a drift of the host that runs the "
+                    "emulator cancels within the pair (above 1: the kernel path is "
+                    "faster).\n\n"
                     "| proto | pairs | kernel/epoll median | min-max | median req/s kernel / epoll |\n"
                     "|---|---|---|---|---|\n" + "\n".join(paired) + "\n")
         if cost:

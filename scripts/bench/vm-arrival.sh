@@ -20,8 +20,8 @@
 # (user, system, softirq; clients included) and context switches per
 # request, which is where the paths differ beyond their system calls.
 # Then the paired runs: both popupd paths up at once on two ports, and
-# PAIRS alternating short runs (user, kernel, user); each pair's ratio is
-# the kernel run's req/s over the mean of the user runs around it, so a
+# alternating short runs (user, kernel, user, kernel, ..., user): each of
+# the PAIRS kernel runs' req/s over the mean of the user runs around it, so a
 # drift of the host that runs the emulator, which swings single runs by
 # 10 % and more, cancels within the pair. PAIRS is four per round.
 # Last, popup-udp-cost splits one UDP request's CPU cost into its phases
@@ -195,11 +195,12 @@ print("%-7s %-4s %9s req/s (runs %s)  p50 %7s us  p99 %7s us  %5s syscalls/req  
     f("cpu_us_per_request", "%.1f"), f("ctxsw_per_request", "%.2f")))' "$js")"
 }
 
-# Both paths up at once, PAIRS alternating 1-s runs: the JSON row of the
+# Both paths up at once, PAIRS kernel 1-s runs between user ones (each
+# user run shared by the kernel runs on either side): the JSON row of the
 # kernel/user ratios of PROTO.
 paired()	# PROTO PAIRS
 {
-	local proto=$1 n=$2 pk pu i line list=
+	local proto=$1 n=$2 pk pu i u k list=
 	if ! start kernel $port $hport; then
 		stop
 		echo "@@BENCH json vm-arrival-paired-$proto {\"failed\":\"kernel path did not start\"}"
@@ -214,12 +215,12 @@ paired()	# PROTO PAIRS
 	fi
 	pu=$srv_pid
 	bench "$proto" 1 0 $port >/dev/null
-	bench "$proto" 1 0 $port2 >/dev/null
+	u=$(jget "$(bench "$proto" 1 0 $port2)" rps)
 	for i in $(seq "$n"); do
-		line="$(jget "$(bench "$proto" 1 0 $port2)" rps)"
-		line="$line $(jget "$(bench "$proto" 1 0 $port)" rps)"
-		line="$line $(jget "$(bench "$proto" 1 0 $port2)" rps)"
-		list="$list${list:+,}[${line// /,}]"
+		k=$(jget "$(bench "$proto" 1 0 $port)" rps)
+		list="$list${list:+,}[$u,$k"
+		u=$(jget "$(bench "$proto" 1 0 $port2)" rps)
+		list="$list,$u]"
 	done
 	stop "$pu"
 	stop "$pk"

@@ -292,23 +292,18 @@ int main(int argc, char **argv)
 	memset(kern.ns, 0, sizeof(kern.ns));
 	if (!err)
 		err = run_kernel(n, req, size, cpu, &kern);
-	if (json) {
+	if (json)
 		printf("{\"requests\":%u,\"size\":%zu,\"cpu\":%d,", n, size, cpu);
-		print_row(&sock, n, true, false);
-		if (!err)
-			print_row(&kern, n, true, true);
-		else
-			printf("\"popup.ko\":{\"failed\":\"/dev/%s: %s\"}", POPUP_DEVICE_NAME,
-			       strerror(-err));
-		printf("}\n");
-	} else {
+	else
 		printf("us/request client-send server-recv server-reply client-recv  total\n");
-		print_row(&sock, n, false, false);
-		if (!err)
-			print_row(&kern, n, false, true);
-		else
-			printf("popup.ko  not measured: /dev/%s: %s\n", POPUP_DEVICE_NAME,
-			       strerror(-err));
-	}
+	print_row(&sock, n, json, false);
+	if (!err)
+		print_row(&kern, n, json, true);
+	else
+		printf(json ? "\"popup.ko\":{\"failed\":\"/dev/%s: %s\"}"
+			    : "popup.ko  not measured: /dev/%s: %s\n",
+		       POPUP_DEVICE_NAME, strerror(-err));
+	if (json)
+		printf("}\n");
 	return 0;
 }
