@@ -5,5 +5,6 @@
 
 int local_main(int argc, char **argv);	/* local.c: popup-bench local ... */
 int elastic_main(int argc, char **argv);	/* local.c: popup-bench elastic ... */
+int versus_main(int argc, char **argv);	/* versus.c: popup-bench versus ... */
 
 #endif /* POPUP_BENCH_H */

@@ -7,6 +7,7 @@
  *                       [--size BYTES] [--service ID] [--method ID] [--json]
  *                       [--hist FILE] [--rate REQ_PER_S]
  *   popup-bench local ...   (null-call round trips; see local.c)
+ *   popup-bench versus ...  (two servers, alternating bursts; versus.c)
  *
  * Closed loop (default): each client thread is pinned to one CPU of the
  * list (so the kernel receives its requests there and the steering program
@@ -157,14 +158,6 @@ static int hist_dump(const struct hist *h, const char *path)
 	return fclose(f) ? -errno : 0;
 }
 
-static int io_wait(int fd, short ev)
-{
-	struct pollfd p = { .fd = fd, .events = ev };
-	int n = poll(&p, 1, IO_TIMEOUT_MS);
-
-	return n == 1 ? 0 : (n == 0 ? -ETIMEDOUT : -errno);
-}
-
 static int send_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -174,30 +167,6 @@ static int send_all(int fd, const void *buf, size_t len)
 
 		if (n < 0) {
 			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n;
-		int err = io_wait(fd, POLLIN);
-
-		if (err)
-			return err;
-		n = recv(fd, p, len, 0);
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			return -errno;
 		}
@@ -225,107 +194,7 @@ static int client_socket(const struct opts *o)
 	return fd;
 }
 
-/* One request/reply exchange; 0 when the reply is correct. */
-static int exchange(int fd, const struct opts *o, uint64_t id, unsigned char *req,
-		    unsigned char *rep)
-{
-	struct popup_wire_hdr h = {
-		.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
-		.method = o->method, .service = o->service, .req_id = id, .len = o->size,
-	};
-	size_t total = POPUP_WIRE_HDR_LEN + o->size;
-	int err;
-
-	popup_wire_encode(req, &h);
-	memcpy(req + POPUP_WIRE_HDR_LEN, &id, o->size < 8 ? o->size : 8);
-	if (o->udp) {
-		ssize_t n;
-
-		if (send(fd, req, total, 0) != (ssize_t)total)
-			return -errno;
-		err = io_wait(fd, POLLIN);
-		if (err)
-			return err;
-		n = recv(fd, rep, total, 0);
-		if (n != (ssize_t)total)
-			return n < 0 ? -errno : -EPROTO;
-	} else {
-		err = send_all(fd, req, total);
-		if (!err)
-			err = recv_all(fd, rep, POPUP_WIRE_HDR_LEN);
-		if (err)
-			return err;
-		popup_wire_decode(rep, &h);
-		if (h.len != o->size)
-			return -EPROTO;
-		err = recv_all(fd, rep + POPUP_WIRE_HDR_LEN, h.len);
-		if (err)
-			return err;
-	}
-	popup_wire_decode(rep, &h);
-	if (h.magic != POPUP_WIRE_MAGIC || !(h.flags & POPUP_WIRE_F_REPLY) ||
-	    h.req_id != id || h.status != POPUP_WIRE_S_OK || h.len != o->size ||
-	    memcmp(rep + POPUP_WIRE_HDR_LEN, req + POPUP_WIRE_HDR_LEN, o->size))
-		return -EPROTO;
-	return 0;
-}
-
-static void *client_main(void *arg)
-{
-	struct client *c = arg;
-	const struct opts *o = c->o;
-	size_t cap = POPUP_WIRE_HDR_LEN + o->size;
-	unsigned char *req = calloc(1, cap), *rep = calloc(1, cap);
-	int *fds = calloc(o->conns, sizeof(int));
-	uint64_t id = (uint64_t)c->cpu << 48;
-
-	if (c->cpu >= 0)
-		cpus_pin_self(c->cpu);
-	if (!req || !rep || !fds)
-		goto out;
-	for (unsigned int i = 0; i < o->conns; i++) {
-		fds[i] = client_socket(o);
-		if (fds[i] < 0) {
-			fprintf(stderr, "popup-bench: connect: %s\n", strerror(-fds[i]));
-			c->errors++;
-		}
-	}
-	while (phase < 2) {
-		for (unsigned int i = 0; i < o->conns && phase < 2; i++) {
-			uint64_t t0 = now_ns();
-			int err, ph = phase;	/* counted if it started while measuring */
-
-			if (fds[i] < 0)
-				continue;
-			err = exchange(fds[i], o, ++id, req, rep);
-			if (ph != 1 || (!err && phase != 1))
-				continue;
-			if (!err) {
-				c->ok++;
-				hist_add(&c->h, now_ns() - t0);
-			} else if (err == -ETIMEDOUT) {
-				c->timeouts++;
-			} else {
-				c->errors++;
-			}
-			if (err && !o->udp) {	/* stream state unknown: reconnect */
-				close(fds[i]);
-				fds[i] = client_socket(o);
-			}
-		}
-	}
-	c->ran_on_cpu = sched_getcpu();
-out:
-	for (unsigned int i = 0; fds && i < o->conns; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	free(fds);
-	free(req);
-	free(rep);
-	return NULL;
-}
-
-/* ---- open loop --------------------------------------------------------- */
+/* ---- connections with requests outstanding ------------------------------ */
 
 #define LATE_NS		1000000ull	/* a send this far behind is late */
 #define OPEN_QUEUE	4096		/* outstanding requests per connection */
@@ -436,6 +305,10 @@ static int open_read(struct client *c, struct oconn *oc)
 				open_reply(c, oc, oc->in, now_ns());
 			else
 				c->errors++;
+			/* Nothing outstanding: a stray datagram waits for the
+			 * next poll, and the common case saves an EAGAIN. */
+			if (!oc->n)
+				return 0;
 		}
 	}
 	n = recv(oc->fd, oc->in + oc->in_len, cap - oc->in_len, MSG_DONTWAIT);
@@ -570,7 +443,35 @@ static void open_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 		open_expire(c, &oc[i], 0, true);
 }
 
-static void *client_open_main(void *arg)
+/* Closed loop: a new request on a connection as soon as its reply came. */
+static void closed_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
+			unsigned char *req)
+{
+	const struct opts *o = c->o;
+	uint64_t id = (uint64_t)c->cpu << 48, end;
+
+	while (phase < 2) {
+		uint64_t now = now_ns();
+
+		for (unsigned int i = 0; i < o->conns; i++) {
+			if (oc[i].fd < 0 || oc[i].n)
+				continue;
+			if (open_send(&oc[i], o, ++id, now, req) && measured(now))
+				c->errors++;
+		}
+		if (o->udp)
+			for (unsigned int i = 0; i < o->conns; i++)
+				open_expire(c, &oc[i], now, false);
+		open_poll(c, oc, pf, now + 10000000ull);
+	}
+	end = now_ns() + IO_TIMEOUT_MS * 1000000ull;
+	while (!open_idle(oc, o->conns) && now_ns() < end)
+		open_poll(c, oc, pf, now_ns() + 10000000ull);
+	for (unsigned int i = 0; i < o->conns; i++)
+		open_expire(c, &oc[i], 0, true);
+}
+
+static void *client_main(void *arg)
 {
 	struct client *c = arg;
 	const struct opts *o = c->o;
@@ -604,7 +505,10 @@ static void *client_open_main(void *arg)
 			goto out;
 		}
 	}
-	open_loop(c, oc, pf, req);
+	if (c->rate > 0)
+		open_loop(c, oc, pf, req);
+	else
+		closed_loop(c, oc, pf, req);
 	c->ran_on_cpu = sched_getcpu();
 out:
 	for (i = 0; oc && i < o->conns; i++) {
@@ -722,7 +626,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	int c;
 
 	if (argc < 2 || (strcmp(argv[1], "tcp") && strcmp(argv[1], "udp"))) {
-		fprintf(stderr, "popup-bench: first argument must be tcp, udp, local or elastic; see the header of userspace/bench/net.c\n");
+		fprintf(stderr, "popup-bench: first argument must be tcp, udp, local, elastic or versus; see the header of userspace/bench/net.c\n");
 		return -EINVAL;
 	}
 	o->udp = !strcmp(argv[1], "udp");
@@ -805,6 +709,8 @@ int main(int argc, char **argv)
 		return local_main(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "elastic"))
 		return elastic_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "versus"))
+		return versus_main(argc - 1, argv + 1);
 	cpus_online(&o.cpus);
 	if (parse(argc, argv, &o) || resolve(&o))
 		return EXIT_USAGE;
@@ -823,7 +729,7 @@ int main(int argc, char **argv)
 			cl[n].rate = o.rate / ncpu;
 			cl[n].first_due = t0 + (uint64_t)(n * 1e9 / o.rate);
 		}
-		if (pthread_create(&cl[n].th, NULL, o.rate > 0 ? client_open_main : client_main,
+		if (pthread_create(&cl[n].th, NULL, client_main,
 				   &cl[n]))
 			break;
 		n++;

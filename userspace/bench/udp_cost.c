@@ -19,6 +19,9 @@
  * Each phase is timed with CLOCK_MONOTONIC around its system call, so the
  * columns say where the time goes: the difference between the two server
  * columns is the module's bookkeeping against the recvfrom it replaces.
+ * The paths take turns, BLOCK requests at a time, both set up from start
+ * to end, so that a drift of the machine (a TCG guest's speed wanders by
+ * tens of percent within a minute) weighs on both alike.
  * The real servers add wake-ups and context switches on top; vm-arrival.sh
  * measures those separately.
  *
@@ -44,6 +47,7 @@
 #include "uapi/linux/popup.h"
 
 #define SLOT_SIZE	2048
+#define BLOCK		100	/* requests per turn of each path */
 
 /* Accumulated nanoseconds of the four phases of one path. */
 struct phases {
@@ -82,10 +86,23 @@ static int udp_socket(struct sockaddr_in *a)
 	return fd;
 }
 
-static void run_sockets(unsigned int n, const char *req, size_t size, struct phases *p)
+/* The sockets path: a server socket and a client socket. */
+struct sock_path {
+	struct sockaddr_in sa;
+	int srv, cli;
+};
+
+static void sockets_open(struct sock_path *sp)
 {
-	struct sockaddr_in sa, ca;
-	int srv = udp_socket(&sa), cli = udp_socket(&ca);
+	struct sockaddr_in ca;
+
+	sp->srv = udp_socket(&sp->sa);
+	sp->cli = udp_socket(&ca);
+}
+
+static void sockets_run(struct sock_path *sp, unsigned int n, const char *req, size_t size,
+			struct phases *p)
+{
 	char buf[SLOT_SIZE];
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -95,17 +112,17 @@ static void run_sockets(unsigned int n, const char *req, size_t size, struct pha
 		ssize_t r;
 
 		t0 = now_ns();
-		if (sendto(cli, req, size, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		if (sendto(sp->cli, req, size, 0, (struct sockaddr *)&sp->sa, sizeof(sp->sa)) < 0)
 			die("sockets: client sendto");
 		t1 = now_ns();
-		r = recvfrom(srv, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		r = recvfrom(sp->srv, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 		if (r < 0)
 			die("sockets: server recvfrom");
 		t2 = now_ns();
-		if (sendto(srv, buf, (size_t)r, 0, (struct sockaddr *)&from, fl) < 0)
+		if (sendto(sp->srv, buf, (size_t)r, 0, (struct sockaddr *)&from, fl) < 0)
 			die("sockets: server sendto");
 		t3 = now_ns();
-		if (recvfrom(cli, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL) < 0)
+		if (recvfrom(sp->cli, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL) < 0)
 			die("sockets: client recvfrom");
 		t4 = now_ns();
 		p->ns[0] += (double)(t1 - t0);
@@ -113,17 +130,30 @@ static void run_sockets(unsigned int n, const char *req, size_t size, struct pha
 		p->ns[2] += (double)(t3 - t2);
 		p->ns[3] += (double)(t4 - t3);
 	}
-	close(srv);
-	close(cli);
+}
+
+static void sockets_close(struct sock_path *sp)
+{
+	close(sp->srv);
+	close(sp->cli);
 }
 
 /*
- * Export a one-method service and attach a fresh UDP socket to it; the
- * receive area's mapping goes to @area/@area_len (it pins the file: unmap
- * it before closing, or the service outlives the run).
+ * The popup.ko path: a one-method service with a fresh UDP socket
+ * attached, its receive area mapped, a client socket, and the WAIT
+ * argument, which carries the reply of the last request into the next
+ * call (REPLY_WAIT sends it and takes the next datagram).
  */
-static int kernel_setup(int pfd, int cpu, struct sockaddr_in *ka, uint32_t *sid,
-			void **area, size_t *area_len)
+struct kern_path {
+	int pfd, cli;
+	struct sockaddr_in ka;
+	void *area;
+	size_t area_len;
+	struct popup_wait w;
+	unsigned long cmd;	/* WAIT first, then REPLY_WAIT */
+};
+
+static int kernel_open(struct kern_path *kp, int cpu)
 {
 	struct popup_method m = { .id = 1, .max_arg = SLOT_SIZE, .max_res = SLOT_SIZE };
 	struct popup_export ex = {
@@ -132,81 +162,92 @@ static int kernel_setup(int pfd, int cpu, struct sockaddr_in *ka, uint32_t *sid,
 		.pool = { .max_idle = 1, .increment = 1, .max_threads = 1, .queue_limit = 4 },
 	};
 	struct popup_attach at = { .size = sizeof(at), .nslots = 4, .slot_size = SLOT_SIZE };
+	struct sockaddr_in ca;
 	int fd;
 
+	kp->pfd = open("/dev/" POPUP_DEVICE_NAME, O_RDWR | O_CLOEXEC);
+	if (kp->pfd < 0)
+		return -errno;
 	snprintf(ex.name, sizeof(ex.name), "popup-udp-cost.%d", (int)getpid());
-	if (ioctl(pfd, POPUP_IOC_EXPORT, &ex))
+	if (ioctl(kp->pfd, POPUP_IOC_EXPORT, &ex))
 		die("popup.ko: EXPORT");
-	fd = udp_socket(ka);
+	fd = udp_socket(&kp->ka);
 	at.fd = fd;
 	at.service_id = ex.service_id;
 	at.cpu = (uint32_t)cpu;
-	if (ioctl(pfd, POPUP_IOC_ATTACH, &at))
+	if (ioctl(kp->pfd, POPUP_IOC_ATTACH, &at))
 		die("popup.ko: ATTACH");
-	*area = mmap(NULL, at.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, pfd,
-		     (off_t)at.map_offset);
-	if (*area == MAP_FAILED)
+	close(fd);		/* the module holds the socket */
+	kp->area = mmap(NULL, at.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, kp->pfd,
+			(off_t)at.map_offset);
+	if (kp->area == MAP_FAILED)
 		die("popup.ko: mmap of the receive area");
-	*area_len = at.map_size;
-	*sid = ex.service_id;
-	return fd;
+	kp->area_len = at.map_size;
+	kp->cli = udp_socket(&ca);
+	memset(&kp->w, 0, sizeof(kp->w));
+	kp->w.size = sizeof(kp->w);
+	kp->w.service_id = ex.service_id;
+	kp->w.flags = POPUP_WAIT_NONBLOCK;
+	kp->cmd = POPUP_IOC_WAIT;
+	return 0;
 }
 
-static int run_kernel(unsigned int n, const char *req, size_t size, int cpu, struct phases *p)
+/* One REPLY_WAIT: sends the pending reply, takes a datagram if @want. */
+static void kernel_step(struct kern_path *kp, bool want)
 {
-	struct sockaddr_in ka, ca;
-	struct popup_wait w;
-	unsigned long cmd = POPUP_IOC_WAIT;
-	char buf[SLOT_SIZE];
-	size_t area_len;
-	uint32_t sid;
-	int pfd, cli;
-	void *area;
+	if (ioctl(kp->pfd, kp->cmd, &kp->w) && !(!want && errno == EAGAIN))
+		die("popup.ko: REPLY_WAIT");
+	if (want && kp->w.kind != POPUP_WAIT_KIND_DGRAM) {
+		fprintf(stderr, "popup-udp-cost: popup.ko: WAIT returned kind %u, not a datagram\n",
+			kp->w.kind);
+		exit(1);
+	}
+	if (kp->cmd == POPUP_IOC_REPLY_WAIT && kp->w.reply_result) {
+		errno = -kp->w.reply_result;
+		die("popup.ko: reply");
+	}
+}
 
-	pfd = open("/dev/" POPUP_DEVICE_NAME, O_RDWR | O_CLOEXEC);
-	if (pfd < 0)
-		return -errno;
-	kernel_setup(pfd, cpu, &ka, &sid, &area, &area_len);
-	cli = udp_socket(&ca);
-	memset(&w, 0, sizeof(w));
-	w.size = sizeof(w);
-	w.service_id = sid;
-	w.flags = POPUP_WAIT_NONBLOCK;
-	for (unsigned int i = 0; i <= n; i++) {
+static void kernel_run(struct kern_path *kp, unsigned int n, const char *req, size_t size,
+		       struct phases *p)
+{
+	char buf[SLOT_SIZE];
+
+	for (unsigned int i = 0; i < n; i++) {
+		bool pending = kp->cmd == POPUP_IOC_REPLY_WAIT;
 		uint64_t t0, t1, t2, t3;
 
 		t0 = now_ns();
-		if (i < n && sendto(cli, req, size, 0, (struct sockaddr *)&ka, sizeof(ka)) < 0)
+		if (sendto(kp->cli, req, size, 0, (struct sockaddr *)&kp->ka, sizeof(kp->ka)) < 0)
 			die("popup.ko: client sendto");
 		t1 = now_ns();
-		/* Sends reply i-1 (if any), then takes request i. */
-		if (ioctl(pfd, cmd, &w) && !(i == n && errno == EAGAIN))
-			die("popup.ko: REPLY_WAIT");
-		if (i < n && w.kind != POPUP_WAIT_KIND_DGRAM) {
-			fprintf(stderr, "popup-udp-cost: popup.ko: WAIT returned kind %u, not a datagram\n",
-				w.kind);
-			exit(1);
-		}
-		if (cmd == POPUP_IOC_REPLY_WAIT && w.reply_result) {
-			errno = -w.reply_result;
-			die("popup.ko: reply");
-		}
+		/* Sends the previous reply (if any), then takes this request. */
+		kernel_step(kp, true);
 		t2 = now_ns();
-		if (i && recvfrom(cli, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL) < 0)
+		if (pending && recvfrom(kp->cli, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL) < 0)
 			die("popup.ko: client recvfrom");
 		t3 = now_ns();
-		memset(&w.reply, 0, sizeof(w.reply));
-		w.reply.ctx_id = w.ctx.ctx_id;
-		w.reply.result_len = w.ctx.arg_len;	/* echo in place */
-		cmd = POPUP_IOC_REPLY_WAIT;
+		memset(&kp->w.reply, 0, sizeof(kp->w.reply));
+		kp->w.reply.ctx_id = kp->w.ctx.ctx_id;
+		kp->w.reply.result_len = kp->w.ctx.arg_len;	/* echo in place */
+		kp->cmd = POPUP_IOC_REPLY_WAIT;
 		p->ns[0] += (double)(t1 - t0);
 		p->ns[2] += (double)(t2 - t1);
 		p->ns[3] += (double)(t3 - t2);
 	}
-	close(cli);
-	munmap(area, area_len);
-	close(pfd);		/* detaches and withdraws */
-	return 0;
+}
+
+static void kernel_close(struct kern_path *kp)
+{
+	char buf[SLOT_SIZE];
+
+	if (kp->cmd == POPUP_IOC_REPLY_WAIT) {	/* the last reply */
+		kernel_step(kp, false);
+		recvfrom(kp->cli, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL);
+	}
+	close(kp->cli);
+	munmap(kp->area, kp->area_len);
+	close(kp->pfd);		/* detaches and withdraws */
 }
 
 static void print_row(const struct phases *p, unsigned int n, bool json, bool last)
@@ -243,6 +284,8 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct phases sock = { .name = "sockets" }, kern = { .name = "popup.ko", .kernel = true };
+	struct sock_path sp;
+	struct kern_path kp;
 	unsigned int n = 20000;
 	size_t size = 96;
 	char req[SLOT_SIZE];
@@ -284,14 +327,25 @@ int main(int argc, char **argv)
 	if (cpus_pin_self(cpu))
 		die("pinning to --cpu");
 	memset(req, 'r', sizeof(req));
+	sockets_open(&sp);
+	err = kernel_open(&kp, cpu);
 	/* A first round of each warms caches, routes and allocator slabs. */
-	run_sockets(n / 10 + 1, req, size, &sock);
-	memset(sock.ns, 0, sizeof(sock.ns));
-	run_sockets(n, req, size, &sock);
-	err = run_kernel(n / 10 + 1, req, size, cpu, &kern);
-	memset(kern.ns, 0, sizeof(kern.ns));
+	sockets_run(&sp, n / 10 + 1, req, size, &sock);
 	if (!err)
-		err = run_kernel(n, req, size, cpu, &kern);
+		kernel_run(&kp, n / 10 + 1, req, size, &kern);
+	memset(sock.ns, 0, sizeof(sock.ns));
+	memset(kern.ns, 0, sizeof(kern.ns));
+	/* Then the paths take turns, so a drift of the machine hits both. */
+	for (unsigned int done = 0; done < n; done += BLOCK) {
+		unsigned int k = n - done < BLOCK ? n - done : BLOCK;
+
+		sockets_run(&sp, k, req, size, &sock);
+		if (!err)
+			kernel_run(&kp, k, req, size, &kern);
+	}
+	sockets_close(&sp);
+	if (!err)
+		kernel_close(&kp);
 	if (json)
 		printf("{\"requests\":%u,\"size\":%zu,\"cpu\":%d,", n, size, cpu);
 	else
