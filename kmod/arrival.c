@@ -27,24 +27,25 @@
  *     kernel server) is refused with EBUSY.
  *
  * UDP flow, one datagram:
- *   1. softirq, sk_data_ready (popup_udp_data_ready): allocate a context
- *      (GFP_ATOMIC) and move the skb from the socket's queue to it with
- *      skb_recv_udp(MSG_DONTWAIT), as sockmap's udp_read_skb does from the
- *      same callback: only the pointer moves, nothing is copied. Note the
- *      sender (address, port) and the first 32 bytes (the native wire
- *      header, for the kernel's own replies). Then, under svc->lock, the
- *      pool rules of calls (call.c): take a free slot of the receive area
- *      and hand the context to an idle thread, preferably one waiting on
- *      the socket's CPU (woken once svc->lock is dropped, which both CPUs'
- *      arrivals and replies take), or queue it; spawn requests as for
- *      calls. No slot, or the queue at queue_limit with no idle thread:
- *      the context goes to the socket's kernel-reply list and is answered
- *      BUSY.
- *   2. The handler thread's WAIT (process context, the thread's own) takes
- *      the context, verifies the checksum and copies the payload from the
- *      skb into the slot (the one copy, the same recvmsg would make), with
- *      svc->lock dropped (state FILL), and returns KIND_DGRAM with the slot,
- *      the length and the sender.
+ *   1. softirq, sk_data_ready (popup_udp_data_ready): take a free slot of
+ *      the receive area, with the context that belongs to it
+ *      (popup_sock.dctx: an arrival allocates nothing), move the skb off
+ *      the socket's queue with skb_recv_udp(MSG_DONTWAIT), as sockmap's
+ *      udp_read_skb does from the same callback, verify its checksum and
+ *      copy the payload into the slot (the one copy, the same recvmsg
+ *      would make), then free the skb. Note the sender (address, port)
+ *      and the first 32 bytes (the native wire header, for the kernel's
+ *      own replies). Then, under svc->lock, the pool rules of calls
+ *      (call.c): hand the context to an idle thread, preferably one
+ *      waiting on the socket's CPU (woken once svc->lock is dropped, which
+ *      both CPUs' arrivals and replies take), or queue it for the thread
+ *      that runs on that CPU already (its next REPLY_WAIT takes it without
+ *      a wake-up), or queue it and ask for threads. No free slot, or the
+ *      queue at queue_limit with no idle thread: the datagram is answered
+ *      BUSY (a context is allocated to carry that reply when no slot's is
+ *      free).
+ *   2. The handler thread's WAIT returns KIND_DGRAM with the slot, the
+ *      length and the sender: the payload is in place.
  *   3. REPLY (or REPLY_WAIT) sends result_len bytes of the slot back to
  *      the sender with kernel_sendmsg on the attached socket, in the
  *      handler's thread (state SEND, lock dropped), then frees the slot.
@@ -53,7 +54,7 @@
  * Anything the callback cannot do waits for the socket's work item
  * (popup_wq), which runs in process context: kernel replies (BUSY,
  * TOOBIG, and BUSY/ERROR for contexts aborted by a withdrawal), and
- * datagrams left on the socket because no context could be allocated
+ * datagrams left on the socket because no BUSY reply could be allocated
  * (drained with GFP_KERNEL). Every datagram taken ends in a handler, a
  * kernel reply or a counter of /proc/popup/arrival; none is dropped
  * silently.
@@ -116,6 +117,7 @@ static void popup_sock_release(struct kref *kref)
 	struct popup_sock *ps = container_of(kref, struct popup_sock, refs);
 
 	sockfd_put(ps->sock);		/* fput: defers, safe in any context */
+	kfree(ps->dctx);
 	popup_service_put(ps->svc);
 	if (ps->parent)
 		popup_sock_put(ps->parent);
@@ -246,11 +248,15 @@ u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 		kstatus = POPUP_WIRE_TOOBIG;
 		popup_arr_inc(POPUP_ARR_TOOBIG);
 	} else {
-		slot = ~b->busy ? __ffs64(~b->busy) : POPUP_MAX_SLOTS;
+		if (ctx->embedded)
+			slot = ctx->slot;
+		else
+			slot = ~b->busy ? __ffs64(~b->busy) : POPUP_MAX_SLOTS;
 		w = popup_pick_waiter_locked(svc, ctx->cpu);
-		if (w && w->cpu != ctx->cpu &&
-		    svc->nqueued < svc->pool.queue_limit &&
-		    popup_replying_on_locked(svc, ctx->cpu))
+		if (w && svc->nqueued < svc->pool.queue_limit &&
+		    (popup_runner_busy_locked(svc, ctx->cpu) ||
+		     (w->cpu != ctx->cpu &&
+		      popup_replying_on_locked(svc, ctx->cpu))))
 			w = NULL;	/* queue it for the local thread */
 		if (slot >= b->nslots ||
 		    (!w && svc->nqueued >= svc->pool.queue_limit)) {
@@ -264,6 +270,8 @@ u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 		spawn = svc->spawn_req;
 		popup_call_start_locked(svc, ctx, w, wake);
 		popup_arr_inc(w ? POPUP_ARR_HANDOFFS : POPUP_ARR_QUEUED);
+		if (!w)		/* in case the thread it waits for blocks */
+			popup_watch_arm_locked(svc);
 		if (!spawn && svc->spawn_req)
 			popup_arr_inc(POPUP_ARR_SPAWNS);
 	}
@@ -271,23 +279,45 @@ u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 }
 
 /*
- * Datagram @skb, just taken from @ps's socket, becomes context @ctx: handed
- * to a thread, queued, or answered by the kernel. Any context; takes over
- * @ctx and @skb.
+ * Copy datagram @skb into the slot of its context @ctx: the one copy, the
+ * one recvmsg would make into the reader's buffer.
+ */
+static int popup_dgram_copy(struct popup_ctx *ctx, struct sk_buff *skb)
+{
+	struct popup_binding *b = ctx->binding;
+	u64 pos = (u64)ctx->slot * b->slot_size;
+	u32 off, len = skb->len;
+
+	for (off = 0; off < len; ) {
+		u64 at = pos + off;
+		u32 poff = offset_in_page(at);
+		u32 n = min_t(u32, len - off, PAGE_SIZE - poff);
+		int err;
+
+		err = skb_copy_bits(skb, off,
+				    page_address(b->pages[at >> PAGE_SHIFT]) +
+				    poff, n);
+		if (WARN_ON_ONCE(err))
+			return err;
+		off += n;
+	}
+	return 0;
+}
+
+/*
+ * Datagram @skb, just taken from @ps's socket, becomes context @ctx: its
+ * payload copied into @ctx's slot, then handed to a thread, queued, or
+ * answered by the kernel. A context with no slot (every slot in use)
+ * only carries a BUSY reply. Any context; takes over @ctx and @skb.
  */
 static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 			     struct sk_buff *skb)
 {
 	struct popup_service *svc = ps->svc;
-	struct task_struct *wake;
-	u32 kstatus;
+	struct task_struct *wake = NULL;
+	u32 kstatus = POPUP_WIRE_BUSY;
 
 	popup_arr_inc(POPUP_ARR_ARRIVALS);
-	kref_get(&ps->refs);
-	ctx->psock = ps;
-	ctx->skb = skb;
-	ctx->binding = ps->area;
-	ctx->method = &ps->method;
 	ctx->arg_len = skb->len;
 	ctx->prio = DEFAULT_PRIO;
 	ctx->cpu = ps->cpu >= 0 ? ps->cpu : raw_smp_processor_id();
@@ -295,14 +325,114 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 	if (skb_copy_bits(skb, 0, ctx->hdr, ctx->hdr_len))
 		ctx->hdr_len = 0;
 	popup_udp_peer(ps, skb, ctx);
+	if (!udp_skb_csum_unnecessary(skb) &&
+	    __udp_lib_checksum_complete(skb)) {
+		/* Dropped as UDP drops it: nothing trustworthy to answer. */
+		atomic_inc(&ps->sk->sk_drops);
+		popup_arr_inc(POPUP_ARR_CSUM);
+		kfree_skb(skb);
+		popup_ctx_put(ctx);
+		return;
+	}
+	if (ctx->embedded && skb->len <= ps->area->slot_size &&
+	    popup_dgram_copy(ctx, skb)) {
+		kfree_skb(skb);
+		popup_ctx_put(ctx);
+		return;
+	}
+	consume_skb(skb);
 
 	spin_lock_bh(&svc->lock);
-	kstatus = popup_arrive_locked(ps, ctx, &wake);
+	if (ctx->embedded) {
+		kstatus = popup_arrive_locked(ps, ctx, &wake);
+	} else {
+		ps->arrivals++;
+		popup_pool_update_locked(svc);
+		popup_arr_inc(POPUP_ARR_BUSY);
+	}
 	if (kstatus)
 		popup_kreply_queue_locked(ps, ctx, kstatus);
 	spin_unlock_bh(&svc->lock);
 	if (wake)
 		popup_wake_task(wake);
+}
+
+/*
+ * A free slot context of @ps, taken (its bit set, a socket reference for
+ * it), or NULL if every slot is in use. Lockless: arrivals on several
+ * CPUs may race for a bit; the context's release gives it back.
+ */
+static struct popup_ctx *popup_dctx_get(struct popup_sock *ps)
+{
+	unsigned int n = ps->area->nslots, slot;
+	struct popup_ctx *ctx;
+
+	do {
+		slot = find_first_zero_bit(ps->dslots, n);
+		if (slot >= n)
+			return NULL;
+	} while (test_and_set_bit_lock(slot, ps->dslots));
+	kref_get(&ps->refs);
+	ctx = &ps->dctx[slot];
+	/* What the last datagram of the slot changed; the rest is fixed. */
+	kref_init(&ctx->refs);
+	INIT_LIST_HEAD(&ctx->node);
+	ctx->waiter = NULL;
+	ctx->overtaken = 0;
+	ctx->status = 0;
+	ctx->result_len = 0;
+	ctx->kstatus = 0;
+	return ctx;
+}
+
+/* The slot contexts of a new UDP attachment; the fields that never vary. */
+static int popup_dctx_alloc(struct popup_sock *ps)
+{
+	u32 i, n = ps->area->nslots;
+
+	ps->dctx = kcalloc(n, sizeof(*ps->dctx), GFP_KERNEL_ACCOUNT);
+	if (!ps->dctx)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		struct popup_ctx *ctx = &ps->dctx[i];
+
+		init_waitqueue_head(&ctx->wq);
+		ctx->binding = ps->area;
+		ctx->method = &ps->method;
+		ctx->slot = i;
+		ctx->psock = ps;
+		ctx->embedded = true;
+	}
+	return 0;
+}
+
+enum popup_take { POPUP_TAKE_DONE, POPUP_TAKE_EMPTY, POPUP_TAKE_NOMEM };
+
+/*
+ * Take one datagram off @ps's socket into a slot context (or a BUSY
+ * reply when every slot is in use, for which a context is allocated with
+ * @gfp). EMPTY: no datagram was there. NOMEM: it was left on the socket.
+ */
+static enum popup_take popup_udp_take(struct popup_sock *ps, gfp_t gfp)
+{
+	struct popup_ctx *ctx = popup_dctx_get(ps);
+	struct sk_buff *skb;
+	int err;
+
+	if (!ctx) {
+		ctx = popup_ctx_alloc(gfp);
+		if (!ctx)
+			return POPUP_TAKE_NOMEM;
+		kref_get(&ps->refs);
+		ctx->psock = ps;
+	}
+	skb = skb_recv_udp(ps->sk, MSG_DONTWAIT, &err);
+	if (!skb) {
+		popup_ctx_put(ctx);
+		return POPUP_TAKE_EMPTY;
+	}
+	popup_udp_arrive(ps, ctx, skb);
+	return POPUP_TAKE_DONE;
 }
 
 /* Not (or no longer) ours: pass the event to whoever has the socket now. */
@@ -324,9 +454,6 @@ static void popup_data_ready_fallback(struct sock *sk)
 static void popup_udp_data_ready(struct sock *sk)
 {
 	struct popup_sock *ps;
-	struct popup_ctx *ctx;
-	struct sk_buff *skb;
-	int err;
 
 	rcu_read_lock();
 	ps = popup_sock_lookup_rcu(sk);
@@ -335,50 +462,46 @@ static void popup_udp_data_ready(struct sock *sk)
 		popup_data_ready_fallback(sk);
 		return;
 	}
-	ctx = popup_ctx_alloc(GFP_ATOMIC);
-	if (unlikely(!ctx)) {
+	switch (popup_udp_take(ps, GFP_ATOMIC)) {
+	case POPUP_TAKE_NOMEM:
 		/* Leave the datagram queued for the worker. */
 		popup_arr_inc(POPUP_ARR_NOMEM);
 		spin_lock_bh(&ps->svc->lock);
 		ps->drain = true;
 		spin_unlock_bh(&ps->svc->lock);
 		popup_sock_kick(ps);
-		goto out;
-	}
-	skb = skb_recv_udp(sk, MSG_DONTWAIT, &err);
-	if (!skb) {
+		break;
+	case POPUP_TAKE_EMPTY:
 		popup_arr_inc(POPUP_ARR_SPURIOUS);
-		popup_ctx_put(ctx);
-		goto out;
+		break;
+	default:
+		break;
 	}
-	popup_udp_arrive(ps, ctx, skb);
-out:
 	rcu_read_unlock();
 }
 
 /* Worker: take what the callback left on the socket, with GFP_KERNEL. */
 static void popup_udp_drain(struct popup_sock *ps)
 {
-	struct popup_ctx *ctx;
 	struct sk_buff *skb;
 	int n, err;
 
 	for (n = 0; n < POPUP_DRAIN_BATCH; n++) {
 		if (READ_ONCE(ps->detached))
 			return;
-		ctx = popup_ctx_alloc(GFP_KERNEL);
-		skb = skb_recv_udp(ps->sk, MSG_DONTWAIT, &err);
-		if (!skb) {
-			if (ctx)
-				popup_ctx_put(ctx);
+		switch (popup_udp_take(ps, GFP_KERNEL)) {
+		case POPUP_TAKE_EMPTY:
 			return;
-		}
-		if (!ctx) {
+		case POPUP_TAKE_NOMEM:
+			skb = skb_recv_udp(ps->sk, MSG_DONTWAIT, &err);
+			if (!skb)
+				return;
 			popup_arr_inc(POPUP_ARR_LOST);
 			kfree_skb(skb);
-			continue;
+			break;
+		default:
+			break;
 		}
-		popup_udp_arrive(ps, ctx, skb);
 		cond_resched();
 	}
 	/* More may be left: come back after the kernel replies. */
@@ -496,58 +619,16 @@ void popup_sock_work(struct work_struct *work)
 }
 
 /*
- * WAIT, in the handler's thread, @ctx in FILL: check the datagram and copy
- * it into its slot. -EBADMSG: bad checksum, dropped as UDP drops it.
- */
-static int popup_dgram_fill(struct popup_ctx *ctx)
-{
-	struct popup_binding *b = ctx->binding;
-	struct sk_buff *skb = ctx->skb;
-	u64 pos = (u64)ctx->slot * b->slot_size;
-	u32 off, len = skb->len;
-
-	ctx->skb = NULL;
-	if (!udp_skb_csum_unnecessary(skb) &&
-	    __udp_lib_checksum_complete(skb)) {
-		atomic_inc(&ctx->psock->sk->sk_drops);
-		popup_arr_inc(POPUP_ARR_CSUM);
-		kfree_skb(skb);
-		return -EBADMSG;
-	}
-	for (off = 0; off < len; ) {
-		u64 at = pos + off;
-		u32 poff = offset_in_page(at);
-		u32 n = min_t(u32, len - off, PAGE_SIZE - poff);
-		int err;
-
-		err = skb_copy_bits(skb, off,
-				    page_address(b->pages[at >> PAGE_SHIFT]) +
-				    poff, n);
-		if (WARN_ON_ONCE(err)) {
-			kfree_skb(skb);
-			return err;
-		}
-		off += n;
-	}
-	consume_skb(skb);
-	return 0;
-}
-
-/*
- * WAIT, in the handler's thread, @ctx in FILL: make the arrival available
- * to the handler (copy a datagram or a request frame into its slot,
- * install an accepted connection). An error: no context for the handler.
+ * WAIT, in the handler's thread, @ctx in FILL: make a TCP arrival
+ * available to the handler (read a request frame into its slot, install
+ * an accepted connection). An error: no context for the handler.
  */
 int popup_arrival_fill(struct popup_ctx *ctx)
 {
-	switch (ctx->psock->kind) {
-	case POPUP_SOCK_LISTEN:
+	/* Datagrams are copied on arrival (slot contexts): TCP only here. */
+	if (ctx->psock->kind == POPUP_SOCK_LISTEN)
 		return popup_conn_fill(ctx);
-	case POPUP_SOCK_CONN:
-		return popup_stream_fill(ctx);
-	default:
-		return popup_dgram_fill(ctx);
-	}
+	return popup_stream_fill(ctx);
 }
 
 /* REPLY finished @ctx (its reply sent or not): a connection may go on. */
@@ -874,6 +955,11 @@ int popup_ioctl_attach(struct popup_proc *proc, struct popup_attach *at)
 		goto err_unlock;
 	ps->area = b;
 	ps->id = b->id;
+	if (ps->kind == POPUP_SOCK_UDP) {
+		ret = popup_dctx_alloc(ps);
+		if (ret)
+			goto err_unlock;
+	}
 	ret = popup_sock_hook(ps);
 	if (ret)
 		goto err_unlock;
@@ -930,6 +1016,7 @@ static const char *const popup_arr_names[POPUP_NR_ARR_STATS] = {
 	[POPUP_ARR_REFUSED] = "refused",
 	[POPUP_ARR_CLOSED] = "closed",
 	[POPUP_ARR_BADFRAME] = "badframe",
+	[POPUP_ARR_RESCUED] = "rescued",
 };
 
 int popup_arrival_show(struct seq_file *m, void *v)

@@ -27,6 +27,15 @@
  * idle_timeout while min_idle others are idle too and were all along (no
  * hand-off took the idle count down to min_idle meanwhile: no spawn and
  * retire churn under steady load), get KIND_RETIRE.
+ *
+ * Runners: the pool thread that took a context on a CPU, or was handed
+ * one there, is that CPU's runner (svc->runner) until it goes idle. While
+ * it runs (not blocked: a handler that sleeps stops counting), network
+ * arrivals on its CPU queue for its next REPLY_WAIT rather than waking a
+ * second thread or one on another CPU: one running thread per CPU takes a
+ * burst back to back, as a per-CPU event loop would, the way concurrency-
+ * managed workqueues avoid waking a second worker. Idle threads take over
+ * as soon as the runner blocks.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -74,6 +83,14 @@ static void popup_ctx_release(struct kref *kref)
 {
 	struct popup_ctx *ctx = container_of(kref, struct popup_ctx, refs);
 
+	if (ctx->embedded) {
+		struct popup_sock *ps = ctx->psock;
+
+		/* The next arrival may take the context at once: hands off. */
+		clear_bit_unlock(ctx->slot, ps->dslots);
+		popup_sock_put(ps);
+		return;
+	}
 	put_pid(ctx->tgid);
 	put_pid(ctx->tid);
 	kfree_skb(ctx->skb);
@@ -104,6 +121,18 @@ struct popup_ctx *popup_ctx_alloc(gfp_t gfp)
 }
 
 /*
+ * A queued context left the queue: wake a caller waiting for room
+ * (POPUP_CALL_BLOCK). The barrier in wq_has_sleeper() pairs with the one
+ * in the waiter's prepare_to_wait_event(), so the common case, nobody
+ * waiting, costs no lock.
+ */
+static void popup_space_wake(struct popup_service *svc)
+{
+	if (wq_has_sleeper(&svc->space_wq))
+		wake_up_interruptible(&svc->space_wq);
+}
+
+/*
  * The service side is done with @ctx: release its slot and its count in
  * binding->active, set its final @state, wake a synchronous caller and
  * drop the service side's reference.
@@ -116,7 +145,7 @@ void popup_ctx_finish_locked(struct popup_service *svc, struct popup_ctx *ctx,
 	lockdep_assert_held(&svc->lock);
 	if (ctx->state == POPUP_CTX_QUEUED) {
 		svc->nqueued--;
-		wake_up_interruptible(&svc->space_wq);
+		popup_space_wake(svc);
 	}
 	if (ctx->waiter) {
 		ctx->waiter->ctx = NULL;
@@ -337,6 +366,51 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
 }
 
 /*
+ * Is a pool thread of @svc running on @cpu, having taken a context there
+ * and not gone idle since? It takes what arrives on @cpu at its next
+ * REPLY_WAIT, without a wake-up, the way a concurrency-managed workqueue
+ * keeps one running worker per CPU. A runner that blocked (in its
+ * handler, say) is not busy: work then goes to other threads.
+ */
+bool popup_runner_busy_locked(struct popup_service *svc, int cpu)
+{
+	struct task_struct *r = svc->runner[cpu];
+
+	lockdep_assert_held(&svc->lock);
+	return r && task_is_running(r) && task_cpu(r) == cpu;
+}
+
+/* Pool thread @task took a context on @cpu, or is woken there with one. */
+static void popup_runner_set_locked(struct popup_service *svc, int cpu,
+				    struct task_struct *task)
+{
+	struct task_struct *old = svc->runner[cpu];
+
+	lockdep_assert_held(&svc->lock);
+	if (old == task)
+		return;
+	svc->runner[cpu] = get_task_struct(task);
+	if (old)
+		put_task_struct(old);
+}
+
+/* The calling pool thread took a context: it runs on this CPU now. */
+static void popup_runner_self_locked(struct popup_service *svc)
+{
+	popup_runner_set_locked(svc, raw_smp_processor_id(), current);
+}
+
+/* The calling thread goes idle (or leaves) on @cpu: it runs no more. */
+static void popup_runner_clear_locked(struct popup_service *svc, int cpu)
+{
+	lockdep_assert_held(&svc->lock);
+	if (svc->runner[cpu] != current)
+		return;
+	svc->runner[cpu] = NULL;
+	put_task_struct(current);	/* we run: never the last reference */
+}
+
+/*
  * Give @ctx to waiter @w, or queue it; account the slot. A caller that
  * passes @wake (the arrival callbacks, in softirq) gets @w's thread there,
  * with a reference, to wake with popup_wake_task() once svc->lock is
@@ -367,6 +441,8 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 		w->ctx = ctx;
 		w->kicked = true;
 		ctx->waiter = w;
+		if (w->flags & (POPUP_WAIT_NEW | POPUP_WAIT_POOL))
+			popup_runner_set_locked(svc, w->cpu, w->task);
 		ctx->state = POPUP_CTX_HANDED;
 		list_add_tail(&ctx->node, &svc->running);
 		popup_stat_inc(POPUP_STAT_HANDOFFS);
@@ -514,84 +590,92 @@ out_put:
 	return ret;
 }
 
+/* The binding of the context @r answers, referenced; NULL: ENOENT. */
+static struct popup_binding *popup_reply_binding(const struct popup_reply *r)
+{
+	return popup_binding_get(r->ctx_id >> 32);
+}
+
 /*
- * Answer the context @r->ctx_id; see struct popup_reply. @wt: the caller
- * is REPLY_WAIT and waits on @wsvc as @wt right after. Before it sends a
- * datagram reply of @wsvc, or completes a call of @wsvc, it goes on
- * svc->replying, where the WAIT takes it off under the same lock hold that
- * makes it idle: an arrival on its CPU in between (the client's next
- * request, typically) waits for it in the queue rather than going to a
- * thread on another CPU or making the pool spawn one.
+ * Answer the context @r->ctx_id of binding @b; see struct popup_reply.
+ * Called and returns with b->svc->lock held; it is dropped around a
+ * datagram's send. @wt: the caller is REPLY_WAIT and waits on @wsvc as
+ * @wt right after. Before it sends a datagram reply of @wsvc, or
+ * completes a call of @wsvc, it goes on svc->replying, where the WAIT
+ * takes it off under the same lock hold that makes it idle: an arrival on
+ * its CPU in between (the client's next request, typically) waits for it
+ * in the queue rather than going to a thread on another CPU or making the
+ * pool spawn one. ENOENT and EINVAL: nothing was done.
  */
-static int popup_reply(struct popup_proc *proc, const struct popup_reply *r,
-		       struct popup_waiter *wt, struct popup_service *wsvc)
+static int popup_reply_locked(struct popup_proc *proc, struct popup_binding *b,
+			      const struct popup_reply *r,
+			      struct popup_waiter *wt,
+			      struct popup_service *wsvc,
+			      struct list_head *puts)
 {
 	u32 slot = r->ctx_id & (POPUP_MAX_SLOTS - 1);
+	struct popup_service *svc = b->svc;
 	struct popup_ctx *ctx = NULL;
-	struct popup_service *svc;
+	int ret;
+
+	lockdep_assert_held(&svc->lock);
+	if (!svc->dead && svc->owner == proc && slot < b->nslots)
+		ctx = b->slot_ctx[slot];
+	if (!ctx || ctx->id != r->ctx_id ||
+	    (ctx->state != POPUP_CTX_ACTIVE &&
+	     ctx->state != POPUP_CTX_CANCELLED))
+		return -ENOENT;
+	if (r->result_len > ctx->method->max_res)
+		return -EINVAL;
+	if (ctx->state == POPUP_CTX_CANCELLED) {
+		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_CANCELLED, puts);
+		return -ECANCELED;
+	}
+	ctx->status = r->status;
+	ctx->result_len = r->result_len;
+	/*
+	 * Idle in a moment: the caller's next call (or the peer's next
+	 * datagram), made before we are back in the idle list, waits for us
+	 * in the queue instead of asking for a thread the idle timeout
+	 * retires.
+	 */
+	if (wt && svc == wsvc) {
+		list_add(&wt->node, &svc->replying);
+		svc->nreplying++;
+	}
+	ret = 0;
+	if (ctx->psock) {
+		/* Ours until finished: withdrawal leaves a SEND context be. */
+		list_del_init(&ctx->node);
+		ctx->state = POPUP_CTX_SEND;
+		spin_unlock_bh(&svc->lock);
+		ret = popup_dgram_send(ctx, r->result_len);
+		spin_lock_bh(&svc->lock);
+		popup_arrival_replied(ctx);
+	}
+	popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, puts);
+	if (!ret)
+		popup_stat_inc(POPUP_STAT_REPLIES);
+	return ret;
+}
+
+int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
+{
 	struct popup_binding *b;
 	LIST_HEAD(puts);
 	int ret;
 
 	if (r->flags || r->reserved0)
 		return -EINVAL;
-	b = popup_binding_get(r->ctx_id >> 32);
+	b = popup_reply_binding(r);
 	if (!b)
 		return -ENOENT;
-	svc = b->svc;
-	spin_lock_bh(&svc->lock);
-	if (!svc->dead && svc->owner == proc && slot < b->nslots)
-		ctx = b->slot_ctx[slot];
-	if (!ctx || ctx->id != r->ctx_id ||
-	    (ctx->state != POPUP_CTX_ACTIVE &&
-	     ctx->state != POPUP_CTX_CANCELLED)) {
-		ret = -ENOENT;
-	} else if (r->result_len > ctx->method->max_res) {
-		ret = -EINVAL;
-	} else if (ctx->state == POPUP_CTX_CANCELLED) {
-		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_CANCELLED, &puts);
-		ret = -ECANCELED;
-	} else if (ctx->psock) {
-		/* Ours until finished: withdrawal leaves a SEND context be. */
-		list_del_init(&ctx->node);
-		ctx->state = POPUP_CTX_SEND;
-		ctx->status = r->status;
-		ctx->result_len = r->result_len;
-		if (wt && svc == wsvc) {
-			list_add(&wt->node, &svc->replying);
-			svc->nreplying++;
-		}
-		spin_unlock_bh(&svc->lock);
-		ret = popup_dgram_send(ctx, r->result_len);
-		spin_lock_bh(&svc->lock);
-		popup_arrival_replied(ctx);
-		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
-	} else {
-		ctx->status = r->status;
-		ctx->result_len = r->result_len;
-		/*
-		 * Idle in a moment: the caller's next call, made before we
-		 * are back in the idle list, waits for us in the queue
-		 * instead of asking for a thread the idle timeout retires.
-		 */
-		if (wt && svc == wsvc) {
-			list_add(&wt->node, &svc->replying);
-			svc->nreplying++;
-		}
-		popup_ctx_finish_locked(svc, ctx, POPUP_CTX_DONE, &puts);
-		ret = 0;
-	}
-	spin_unlock_bh(&svc->lock);
-	if (!ret)
-		popup_stat_inc(POPUP_STAT_REPLIES);
+	spin_lock_bh(&b->svc->lock);
+	ret = popup_reply_locked(proc, b, r, NULL, NULL, &puts);
+	spin_unlock_bh(&b->svc->lock);
 	popup_binding_put_list(&puts);
 	popup_binding_put(b);
 	return ret;
-}
-
-int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
-{
-	return popup_reply(proc, r, NULL, NULL);
 }
 
 /* Describe @ctx for the handler, in the handler's namespaces. */
@@ -599,9 +683,9 @@ static void popup_ctx_fill_locked(struct popup_service *svc,
 				  struct popup_ctx *ctx,
 				  struct popup_context *c)
 {
-	struct pid_namespace *pns = task_active_pid_ns(current);
-	struct user_namespace *uns = current_user_ns();
 	struct popup_binding *b = ctx->binding;
+	struct user_namespace *uns;
+	struct pid_namespace *pns;
 
 	lockdep_assert_held(&svc->lock);
 	c->ctx_id = ctx->id;
@@ -615,14 +699,18 @@ static void popup_ctx_fill_locked(struct popup_service *svc,
 	c->slot_offset = (u64)ctx->slot * b->slot_size;
 	c->map_offset = (u64)b->id << PAGE_SHIFT;
 	c->map_size = b->map_size;
+	c->priority = ctx->prio;
+	c->cpu = ctx->cpu;
+	if (ctx->psock) {		/* a network peer, not a process */
+		popup_dgram_fill_context(ctx, c);
+		return;
+	}
+	pns = task_active_pid_ns(current);
+	uns = current_user_ns();
 	c->pid = pid_nr_ns(ctx->tgid, pns);
 	c->tid = pid_nr_ns(ctx->tid, pns);
 	c->uid = from_kuid_munged(uns, ctx->uid);
 	c->gid = from_kgid_munged(uns, ctx->gid);
-	c->priority = ctx->prio;
-	c->cpu = ctx->cpu;
-	if (ctx->psock)
-		popup_dgram_fill_context(ctx, c);
 }
 
 /* The POPUP_WAIT_KIND_* that delivers @ctx. */
@@ -656,14 +744,15 @@ static bool popup_ctx_deliver_locked(struct popup_service *svc,
 	lockdep_assert_held(&svc->lock);
 	if (ctx->state == POPUP_CTX_QUEUED) {
 		svc->nqueued--;
-		wake_up_interruptible(&svc->space_wq);
+		popup_space_wake(svc);
 		list_move_tail(&ctx->node, &svc->running);
 	}
 	if (ctx->waiter) {
 		ctx->waiter->ctx = NULL;
 		ctx->waiter = NULL;
 	}
-	if (ctx->psock) {
+	/* A datagram is in its slot already; a TCP arrival is not. */
+	if (ctx->psock && !ctx->embedded) {
 		list_del_init(&ctx->node);
 		ctx->state = POPUP_CTX_FILL;
 		spin_unlock_bh(&svc->lock);
@@ -702,6 +791,27 @@ bool popup_replying_on_locked(struct popup_service *svc, int cpu)
 }
 
 /*
+ * Is something queued that no thread will take without a kick: a call, or
+ * an arrival whose CPU has no running runner and no thread on its way
+ * back from a reply? (The first POPUP_AFFINITY_SCAN entries are looked at.)
+ */
+static bool popup_queue_stranded_locked(struct popup_service *svc)
+{
+	struct popup_ctx *ctx;
+	int n = 0;
+
+	lockdep_assert_held(&svc->lock);
+	list_for_each_entry(ctx, &svc->queue, node) {
+		if (!ctx->psock || ++n > POPUP_AFFINITY_SCAN)
+			return true;
+		if (!popup_runner_busy_locked(svc, ctx->cpu) &&
+		    !popup_replying_on_locked(svc, ctx->cpu))
+			return true;
+	}
+	return false;
+}
+
+/*
  * The queued context a thread waiting on @cpu takes, NULL for none. Calls
  * go strictly by priority, then arrival. Among datagrams of the head's
  * priority (the first POPUP_AFFINITY_SCAN), one that arrived on @cpu comes
@@ -727,7 +837,8 @@ static struct popup_ctx *popup_queue_pick_locked(struct popup_service *svc,
 			return first ?: ctx;
 		if (ctx->cpu == cpu)
 			return ctx;
-		if (!first && !popup_replying_on_locked(svc, ctx->cpu))
+		if (!first && !popup_replying_on_locked(svc, ctx->cpu) &&
+		    !popup_runner_busy_locked(svc, ctx->cpu))
 			first = ctx;
 	}
 	return first;
@@ -739,13 +850,73 @@ static void popup_queue_kick_locked(struct popup_service *svc)
 	struct popup_waiter *w;
 
 	lockdep_assert_held(&svc->lock);
-	if (list_empty(&svc->queue))
+	if (!popup_queue_stranded_locked(svc))
 		return;
 	w = list_first_entry_or_null(&svc->idle, struct popup_waiter, node);
 	if (w && !w->kicked) {
 		w->kicked = true;
 		wake_up_interruptible(&w->wq);
 	}
+}
+
+/*
+ * The watch (svc->watch, soft hrtimer, POPUP_WATCH_NS): arrivals queued
+ * for a CPU's runner count on it to take them, but a handler may block
+ * after they queued, with no new arrival to notice. While anything is
+ * queued for a runner the watch looks again every POPUP_WATCH_NS, and
+ * what it finds stranded goes to an idle thread, or to a new one. It
+ * holds a service reference while armed; withdrawal cancels it.
+ */
+#define POPUP_WATCH_NS	(1 * NSEC_PER_MSEC)
+
+void popup_watch_arm_locked(struct popup_service *svc)
+{
+	lockdep_assert_held(&svc->lock);
+	if (svc->watching || svc->dead)
+		return;
+	svc->watching = true;
+	kref_get(&svc->refs);
+	hrtimer_start(&svc->watch, ns_to_ktime(POPUP_WATCH_NS),
+		      HRTIMER_MODE_REL_SOFT);
+}
+
+/* Soft hrtimer: softirq context, bottom halves off already. */
+static enum hrtimer_restart popup_watch_fire(struct hrtimer *t)
+{
+	struct popup_service *svc = container_of(t, struct popup_service,
+						 watch);
+	bool again = false;
+
+	spin_lock(&svc->lock);
+	if (!svc->dead && !list_empty(&svc->queue)) {
+		if (popup_queue_stranded_locked(svc)) {
+			popup_arr_inc(POPUP_ARR_RESCUED);
+			popup_queue_kick_locked(svc);
+			popup_pool_update_locked(svc);
+		}
+		again = true;
+	}
+	svc->watching = again;
+	spin_unlock(&svc->lock);
+	if (again) {
+		hrtimer_forward_now(t, ns_to_ktime(POPUP_WATCH_NS));
+		return HRTIMER_RESTART;	/* keeps the reference */
+	}
+	popup_service_put(svc);
+	return HRTIMER_NORESTART;
+}
+
+void popup_watch_init(struct popup_service *svc)
+{
+	hrtimer_init(&svc->watch, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
+	svc->watch.function = popup_watch_fire;
+}
+
+/* Withdrawal, svc->dead set: no watch runs or starts after this. */
+void popup_watch_stop(struct popup_service *svc)
+{
+	if (hrtimer_cancel(&svc->watch))
+		popup_service_put(svc);
 }
 
 /*
@@ -775,9 +946,10 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	const u32 known = POPUP_WAIT_NEW | POPUP_WAIT_POOL |
 			  POPUP_WAIT_CONTROL | POPUP_WAIT_NONBLOCK;
 	const struct popup_reply *r = &w->reply;
+	struct popup_binding *rb = NULL;
 	struct popup_service *svc;
 	struct popup_waiter wt;
-	bool control, pool, timed_out = false;
+	bool control, pool, timed_out = false, yielded = false;
 	LIST_HEAD(puts);
 	int ret;
 
@@ -803,18 +975,36 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	wt.task = current;
 
 	w->reply_result = 0;
-	if (reply) {
-		/* ENOENT and EINVAL: nothing done. Else the reply is gone. */
-		ret = popup_reply(proc, r, control ? NULL : &wt, svc);
-		if (ret == -ENOENT || ret == -EINVAL)
-			goto out_put;
-		w->reply_result = ret;
-	}
 	w->kind = 0;
 	w->spawn = 0;
 	memset(&w->ctx, 0, sizeof(w->ctx));
-
-	spin_lock_bh(&svc->lock);
+	if (reply) {
+		/* ENOENT and EINVAL: nothing done. Else the reply is gone. */
+		ret = -EINVAL;
+		if (r->flags || r->reserved0)
+			goto out_put;
+		ret = -ENOENT;
+		rb = popup_reply_binding(r);
+		if (!rb)
+			goto out_put;
+		spin_lock_bh(&rb->svc->lock);
+		ret = popup_reply_locked(proc, rb, r, control ? NULL : &wt, svc,
+					 &puts);
+		if (ret == -ENOENT || ret == -EINVAL || rb->svc != svc) {
+			/* Refused, or another service's: go on unlocked. */
+			spin_unlock_bh(&rb->svc->lock);
+			popup_binding_put_list(&puts);
+			popup_binding_put(rb);
+			rb = NULL;
+			if (ret == -ENOENT || ret == -EINVAL)
+				goto out_put;
+			spin_lock_bh(&svc->lock);
+		}
+		w->reply_result = ret;
+	} else {
+		spin_lock_bh(&svc->lock);
+	}
+	/* Held since the reply if it was ours: no window to go idle in. */
 	if (!list_empty(&wt.node)) {	/* off svc->replying: popup_reply() */
 		list_del_init(&wt.node);
 		svc->nreplying--;
@@ -841,8 +1031,11 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 
 		ret = 0;
 		if (wt.ctx) {
-			if (popup_ctx_deliver_locked(svc, wt.ctx, w, &puts))
+			if (popup_ctx_deliver_locked(svc, wt.ctx, w, &puts)) {
+				if (pool)
+					popup_runner_self_locked(svc);
 				break;
+			}
 			continue;
 		}
 		ret = -ENOENT;
@@ -874,6 +1067,8 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 			if (next) {
 				got = popup_ctx_deliver_locked(svc, next, w,
 							       &puts);
+				if (got && pool)
+					popup_runner_self_locked(svc);
 				popup_pool_update_locked(svc);
 				popup_queue_kick_locked(svc);
 				if (got)
@@ -903,9 +1098,25 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		ret = -EAGAIN;
 		if (w->flags & POPUP_WAIT_NONBLOCK)
 			break;
+		/*
+		 * Our reply woke its sender, which may have earned the CPU:
+		 * give it up here, still this CPU's runner, instead of going
+		 * to sleep, as a thread returning to userspace would be
+		 * preempted. What arrives meanwhile queues for us and needs
+		 * no wake-up.
+		 */
+		if (!control && !yielded && need_resched()) {
+			yielded = true;
+			spin_unlock_bh(&svc->lock);
+			cond_resched();
+			spin_lock_bh(&svc->lock);
+			continue;
+		}
 
 		tmo = popup_idle_timeout(svc, pool);
 		wt.kicked = false;
+		popup_runner_clear_locked(svc, wt.cpu);
+		popup_runner_clear_locked(svc, raw_smp_processor_id());
 		if (control) {
 			list_add(&wt.node, &svc->control);
 		} else {
@@ -938,11 +1149,16 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	if (w->kind != POPUP_WAIT_KIND_CALL &&
 	    w->kind != POPUP_WAIT_KIND_DGRAM &&
 	    w->kind != POPUP_WAIT_KIND_CONN &&
-	    w->kind != POPUP_WAIT_KIND_STREAM)
+	    w->kind != POPUP_WAIT_KIND_STREAM) {
+		popup_runner_clear_locked(svc, wt.cpu);
+		popup_runner_clear_locked(svc, raw_smp_processor_id());
 		popup_queue_kick_locked(svc);
+	}
 out_unlock:
 	spin_unlock_bh(&svc->lock);
 	popup_binding_put_list(&puts);
+	if (rb)
+		popup_binding_put(rb);
 out_put:
 	popup_service_put(svc);
 	return ret;

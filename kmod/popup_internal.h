@@ -8,6 +8,7 @@
 #ifndef _POPUP_INTERNAL_H
 #define _POPUP_INTERNAL_H
 
+#include <linux/hrtimer.h>
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
@@ -88,6 +89,9 @@ enum popup_arr_stat {
 	POPUP_ARR_REFUSED,	/* accepted while overloaded: closed at once */
 	POPUP_ARR_CLOSED,	/* parked connections ended: EOF, reset */
 	POPUP_ARR_BADFRAME,	/* parked connection closed: malformed frame */
+	POPUP_ARR_RESCUED,	/* the watch found work stranded behind a
+				 * runner that blocked (the service's CPU)
+				 */
 	POPUP_NR_ARR_STATS,
 };
 
@@ -216,6 +220,10 @@ struct popup_waiter {
  * @space_wq:     callers waiting for queue room (POPUP_CALL_BLOCK)
  * @calls:        calls accepted
  * @errors:       calls that failed after acceptance (abort, cancel)
+ * @runner:       per CPU, the pool thread that last took a context there
+ *                and has not gone idle since, referenced (svc->lock)
+ * @watch:        looks again at arrivals queued for runners (call.c)
+ * @watching:     @watch is armed and holds a reference (svc->lock)
  */
 struct popup_service {
 	struct kref refs;
@@ -251,6 +259,9 @@ struct popup_service {
 	wait_queue_head_t space_wq;
 	u64 calls;
 	u64 errors;
+	struct task_struct **runner;
+	struct hrtimer watch;
+	bool watching;
 };
 
 /**
@@ -314,7 +325,7 @@ enum popup_ctx_state {
 	POPUP_CTX_DONE,		/* replied; result valid */
 	POPUP_CTX_CANCELLED,	/* caller left while ACTIVE; reply discarded */
 	POPUP_CTX_ABORTED,	/* service withdrawn or caller left early */
-	POPUP_CTX_FILL,		/* datagram: WAIT copies it into its slot */
+	POPUP_CTX_FILL,		/* TCP: WAIT reads or installs the arrival */
 	POPUP_CTX_SEND,		/* datagram: REPLY sends from its slot */
 	POPUP_CTX_KREPLY,	/* datagram: the kernel answers it itself */
 };
@@ -345,8 +356,7 @@ enum popup_ctx_state {
  * @result_len: reply length (svc->lock, valid in DONE)
  * @psock:    datagram contexts: the attached socket, referenced
  *            (invariant); NULL for calls
- * @skb:      the datagram until WAIT copies it (owned by the state: the
- *            thread in FILL, else svc->lock)
+ * @skb:      unused (datagrams are copied into their slot on arrival)
  * @peer:     the sender (invariant)
  * @peer_len: bytes of @peer (invariant)
  * @hdr:      the first bytes of the datagram: its native wire header, for
@@ -360,6 +370,10 @@ enum popup_ctx_state {
  * @taken:    KIND_STREAM: its frame was read off the connection, which
  *            passed the reader role on (set by the thread reading it,
  *            under svc->lock)
+ * @embedded: a UDP datagram's context, one of its socket's
+ *            popup_sock.dctx, bound to the slot of the same index: it is
+ *            never allocated or freed, its release frees the slot
+ *            (invariant)
  *
  * A datagram context outside svc->queue and svc->running, in FILL or SEND,
  * belongs to the thread that put it there: withdrawal does not see it and
@@ -396,6 +410,7 @@ struct popup_ctx {
 	struct socket *conn;
 	int conn_fd;
 	bool taken;
+	bool embedded;
 };
 
 /*
@@ -465,6 +480,10 @@ struct popup_ctx {
  * @kpend:       CONN: kernel reply headers waiting for @send_lock
  *               (svc->lock)
  * @nkpend:      CONN: entries in @kpend (svc->lock)
+ * @dctx:        UDP: a context per slot of @area, so that an arrival
+ *               allocates nothing (invariant pointer)
+ * @dslots:      UDP: bit per @dctx in use, from the arrival that takes it
+ *               to the context's release (atomic bit operations)
  *
  * A CONN's @proc_node links it on its listener's @conns instead of a
  * file's list, and it shares the listener's @area (holding one @active
@@ -515,6 +534,8 @@ struct popup_sock {
 	struct mutex send_lock;	/* one whole reply at a time */
 	u8 kpend[POPUP_CONN_KPEND][POPUP_WIRE_HDR_LEN];
 	u32 nkpend;
+	struct popup_ctx *dctx;
+	DECLARE_BITMAP(dslots, POPUP_MAX_SLOTS);
 };
 
 /* main.c */
@@ -578,6 +599,10 @@ void popup_wake_task(struct task_struct *task);
 void popup_ctx_finish_locked(struct popup_service *svc, struct popup_ctx *ctx,
 			     int state, struct list_head *puts);
 bool popup_replying_on_locked(struct popup_service *svc, int cpu);
+bool popup_runner_busy_locked(struct popup_service *svc, int cpu);
+void popup_watch_arm_locked(struct popup_service *svc);
+void popup_watch_init(struct popup_service *svc);
+void popup_watch_stop(struct popup_service *svc);
 
 /* arrival.c */
 int popup_arrival_init(void);

@@ -20,6 +20,8 @@
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
 
+#include <linux/sched/task.h>
+
 #include "popup_internal.h"
 
 /* Registered services, by name (protected by popup_lock). */
@@ -82,6 +84,12 @@ static void popup_service_release(struct kref *kref)
 	struct popup_service *svc = container_of(kref, struct popup_service,
 						 refs);
 
+	unsigned int cpu;
+
+	for (cpu = 0; svc->runner && cpu < nr_cpu_ids; cpu++)
+		if (svc->runner[cpu])
+			put_task_struct(svc->runner[cpu]);
+	kfree(svc->runner);
 	kfree(svc->methods);
 	kfree_rcu(svc, rcu);
 }
@@ -250,9 +258,14 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 	INIT_LIST_HEAD(&svc->replying);
 	INIT_LIST_HEAD(&svc->notices);
 	init_waitqueue_head(&svc->space_wq);
+	popup_watch_init(svc);
 
 	ret = popup_methods_load(svc, exp);
 	if (ret)
+		goto err_free;
+	ret = -ENOMEM;
+	svc->runner = kcalloc(nr_cpu_ids, sizeof(*svc->runner), GFP_KERNEL_ACCOUNT);
+	if (!svc->runner)
 		goto err_free;
 
 	mutex_lock(&popup_lock);
@@ -325,6 +338,7 @@ void popup_service_withdraw(struct popup_service *svc)
 	popup_service_abort_locked(svc, &puts);
 	spin_unlock_bh(&svc->lock);
 	mutex_unlock(&popup_lock);
+	popup_watch_stop(svc);
 
 	popup_binding_put_list(&puts);
 	popup_service_put(svc);

@@ -10,11 +10,14 @@
  * receive areas on first sight and answer in the native wire format
  * (include/popup/wire.h). Methods: ECHO answers x * 3 + 1 with the
  * context's CPU, the CPU the handler ran on and the sender it saw; SLEEP
- * sleeps x ms first; BLOCK waits for the test's gate.
+ * sleeps x ms first; BLOCK waits for the test's gate; SPIN runs on the
+ * CPU x ms first; SPIN_SLEEP runs 100 ms, then sleeps x ms.
  *
  * Cases: results and handling CPU per CPU (IPv4 and IPv6), counters in
  * /proc/popup/arrival and /proc/popup/sockets; bursts that force spawns
- * and queueing; overload answered BUSY by the kernel, oversized datagrams
+ * and queueing; a datagram queued for the thread running on its CPU
+ * rather than waking another, and handed to the idle one once that
+ * runner blocks; overload answered BUSY by the kernel, oversized datagrams
  * TOOBIG; a sender gone before the reply; the server killed with requests
  * in flight (queued ones answered BUSY, running ones ERROR, the socket's
  * own callback back so a plain recvfrom works, the module unloads);
@@ -52,6 +55,8 @@
 #define M_ECHO		1
 #define M_SLEEP		2
 #define M_BLOCK		3
+#define M_SPIN		4	/* run on the CPU for x ms, then answer */
+#define M_SPIN_SLEEP	5	/* run 100 ms, then sleep x ms */
 
 static struct popup_method methods[] = {
 	{ .id = 1, .max_arg = 64, .max_res = 64 },
@@ -98,6 +103,17 @@ struct hthread {
 	int cpu;		/* pin to it; -1: no pinning */
 };
 
+/* Keep the CPU busy (stay runnable, never block) for @ms. */
+static void spin_ms(int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
 static uint64_t get64(const unsigned char *p)
 {
 	uint64_t v;
@@ -127,6 +143,10 @@ static size_t answer(struct asrv *s, const unsigned char *req, size_t len,
 		x = get64(req + POPUP_WIRE_HDR_LEN);
 	if (h.method == M_SLEEP)
 		msleep((int)x);
+	else if (h.method == M_SPIN)
+		spin_ms((int)x);
+	else if (h.method == M_SPIN_SLEEP)
+		spin_ms(100), msleep((int)x);
 	else if (h.method == M_BLOCK)
 		while (!atomic_load(&s->gate) && !atomic_load(&s->stop))
 			msleep(1);
@@ -609,6 +629,96 @@ TEST_F_TIMEOUT(arr, udp_burst_spawns_and_queues, 120)
 	EXPECT_GE(8, atomic_load(&s->peak));
 	TH_LOG("peak %d busy handlers, %d threads started",
 	       atomic_load(&s->peak), atomic_load(&s->spawned));
+}
+
+/*
+ * Two threads wait on CPU 0. The first datagram goes to one of them, which
+ * then runs its handler on the CPU (M_SPIN): the second datagram, sent
+ * while it runs, queues for it, the CPU's runner, instead of waking the
+ * other thread, and comes back after the first, from the same thread's
+ * next REPLY_WAIT.
+ */
+TEST_F_TIMEOUT(arr, udp_runner_takes_the_next, 60)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 2, .increment = 1,
+		.max_threads = 2, .queue_limit = 8,
+	};
+	struct asrv *s = &self->srv;
+	long long h0, q0;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int c;
+
+	ASSERT_EQ(0, server_open(s, self->name, &pool));
+	ASSERT_EQ(0, server_attach(s, 1, AF_INET, 8, 4096, 1));
+	spawn(s, 2, 0);
+	ASSERT_EQ(0, wait_idle(s->sid, 2));
+	ASSERT_EQ(0, pin_self(0));
+	c = client_socket(AF_INET, 10000);
+	ASSERT_LE(0, c);
+	h0 = arrival_sum("handoffs");
+	q0 = arrival_sum("queued");
+	ASSERT_EQ(0, send_req(c, &s->addr[0], s->addrlen[0], s->sid, M_SPIN,
+			      1, 300));
+	ASSERT_EQ(0, send_req(c, &s->addr[0], s->addrlen[0], s->sid, M_ECHO,
+			      2, 2));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	EXPECT_EQ(1, h.req_id);		/* the second waited for the first */
+	EXPECT_EQ(901, res.val);
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	EXPECT_EQ(2, h.req_id);
+	EXPECT_EQ(7, res.val);
+	EXPECT_EQ(1, atomic_load(&s->peak));	/* never two at once */
+	EXPECT_EQ(h0 + 1, arrival_sum("handoffs"));
+	EXPECT_EQ(q0 + 1, arrival_sum("queued"));
+	close(c);
+}
+
+/*
+ * As above, but the runner blocks once its handler has run a while
+ * (M_SPIN_SLEEP: 100 ms on the CPU, then a 3 s sleep): the datagram
+ * queued for it must not wait those 3 s. The watch finds it stranded and
+ * the idle thread answers it.
+ */
+TEST_F_TIMEOUT(arr, udp_blocked_runner_rescued, 60)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 2, .increment = 1,
+		.max_threads = 2, .queue_limit = 8,
+	};
+	struct asrv *s = &self->srv;
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	struct timespec t0, t1;
+	long long r0, ms;
+	int c;
+
+	ASSERT_EQ(0, server_open(s, self->name, &pool));
+	ASSERT_EQ(0, server_attach(s, 1, AF_INET, 8, 4096, 1));
+	spawn(s, 2, 0);
+	ASSERT_EQ(0, wait_idle(s->sid, 2));
+	ASSERT_EQ(0, pin_self(0));
+	c = client_socket(AF_INET, 10000);
+	ASSERT_LE(0, c);
+	r0 = arrival_sum("rescued");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ASSERT_EQ(0, send_req(c, &s->addr[0], s->addrlen[0], s->sid,
+			      M_SPIN_SLEEP, 1, 3000));
+	ASSERT_EQ(0, send_req(c, &s->addr[0], s->addrlen[0], s->sid, M_ECHO,
+			      2, 2));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	EXPECT_EQ(2, h.req_id);
+	EXPECT_EQ(7, res.val);
+	EXPECT_GT(2000, ms) {
+		TH_LOG("the queued datagram waited %lld ms for the blocked runner", ms);
+	}
+	EXPECT_LT(r0, arrival_sum("rescued"));
+	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	EXPECT_EQ(1, h.req_id);
+	close(c);
 }
 
 /* One blocked thread, two queue places, four slots: the rest is BUSY. */

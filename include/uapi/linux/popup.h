@@ -588,8 +588,8 @@ struct popup_wait {
  * close it) and hooks its arrival callback; DETACH, WITHDRAW of the
  * service or release of this file restore the socket exactly as it was.
  * Datagrams that arrive while attached become KIND_DGRAM contexts: the
- * payload is copied into a slot of the receive area by the WAIT that
- * returns the context, in the handler thread, and REPLY sends
+ * payload is copied into a slot of the receive area as it arrives, and
+ * REPLY sends
  * @result_len bytes of that slot back to the sender from the attached
  * socket (nothing when @result_len is 0). The wire protocol is
  * userspace's, except for the replies the kernel sends itself, in the
