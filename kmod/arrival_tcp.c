@@ -624,22 +624,17 @@ static u32 popup_slot_kvec(struct popup_ctx *ctx, struct kvec *kv, u32 off,
 }
 
 /*
- * @ctx has read its frame: the next frame, if bytes are left (pipelined:
- * no event will tell) or an event came meanwhile, becomes another context
- * at once, within the connection's limit; so does the peer's end, if it
- * came with the frames (its event may have been taken by a context that
- * found another frame). Process context.
+ * @ctx has read its frame: the next frame, if bytes are left (@more:
+ * pipelined, no event will tell) or an event came meanwhile, becomes
+ * another context at once, within the connection's limit; so does the
+ * peer's end, if it came with the frames (its event may have been taken
+ * by a context that found another frame). Process context.
  */
-static void popup_stream_pass(struct popup_ctx *ctx)
+static void popup_stream_passed(struct popup_ctx *ctx, bool more)
 {
 	struct popup_sock *ps = ctx->psock;
-	struct sock *sk = ps->sk;
-	bool go, more;
+	bool go;
 
-	lock_sock(sk);
-	more = tcp_inq(sk) > 0 || (sk->sk_shutdown & RCV_SHUTDOWN) ||
-	       sk->sk_err;
-	release_sock(sk);
 	spin_lock_bh(&ps->svc->lock);
 	ctx->taken = true;
 	ps->reading = false;
@@ -669,10 +664,12 @@ static void popup_conn_kflush_held(struct popup_sock *ps, bool wait)
 	int ret;
 
 	lockdep_assert_held(&ps->send_lock);
+	if (!READ_ONCE(ps->nkpend))
+		return;		/* the common case: see popup_conn_kflush() */
 	spin_lock_bh(&ps->svc->lock);
 	n = ps->nkpend;
 	memcpy(buf, ps->kpend, n * POPUP_WIRE_HDR_LEN);
-	ps->nkpend = 0;
+	WRITE_ONCE(ps->nkpend, 0);
 	spin_unlock_bh(&ps->svc->lock);
 	if (!n)
 		return;
@@ -689,20 +686,19 @@ static void popup_conn_kflush_held(struct popup_sock *ps, bool wait)
 /*
  * Write the pending kernel replies of @ps unless a thread holds its send
  * lock: each holder flushes them before it lets go and looks again after,
- * so none is left behind.
+ * so none is left behind. The barrier orders our look at @nkpend after
+ * what came before (adding a header, or unlocking): of a thread that
+ * adds one and a holder that lets go, at the same time, one sees the
+ * other's store, the header or the free lock.
  */
 static void popup_conn_kflush(struct popup_sock *ps, bool wait)
 {
-	bool more;
-
-	while (mutex_trylock(&ps->send_lock)) {
+	for (;;) {
+		smp_mb();	/* a header added, or the lock let go: see above */
+		if (!READ_ONCE(ps->nkpend) || !mutex_trylock(&ps->send_lock))
+			return;
 		popup_conn_kflush_held(ps, wait);
 		mutex_unlock(&ps->send_lock);
-		spin_lock_bh(&ps->svc->lock);
-		more = ps->nkpend;
-		spin_unlock_bh(&ps->svc->lock);
-		if (!more)
-			return;
 	}
 }
 
@@ -722,8 +718,10 @@ static void popup_conn_kreply(struct popup_sock *ps, struct popup_ctx *ctx,
 		return;
 	spin_lock_bh(&ps->svc->lock);
 	full = ps->nkpend >= POPUP_CONN_KPEND;
-	if (!full)
-		memcpy(ps->kpend[ps->nkpend++], rep, sizeof(rep));
+	if (!full) {
+		memcpy(ps->kpend[ps->nkpend], rep, sizeof(rep));
+		WRITE_ONCE(ps->nkpend, ps->nkpend + 1);
+	}
 	spin_unlock_bh(&ps->svc->lock);
 	if (full) {
 		popup_arr_inc(POPUP_ARR_TXERR);
@@ -734,45 +732,100 @@ static void popup_conn_kreply(struct popup_sock *ps, struct popup_ctx *ctx,
 }
 
 /*
+ * Copy the first @len unread bytes of connection @sk into @buf without
+ * consuming them. The socket is locked, so its receive queue holds the
+ * stream in order from copied_seq on; false if fewer bytes are there.
+ */
+static bool popup_tcp_peek(struct sock *sk, u8 *buf, u32 len)
+{
+	struct sk_buff *skb;
+	u32 off, got = 0;
+
+	skb = tcp_recv_skb(sk, tcp_sk(sk)->copied_seq, &off);
+	while (skb && got < len) {
+		if (off < skb->len) {
+			u32 n = min(len - got, skb->len - off);
+
+			if (skb_copy_bits(skb, off, buf + got, n))
+				return false;
+			got += n;
+		}
+		skb = skb_peek_next(skb, &sk->sk_receive_queue);
+		off = 0;
+	}
+	return got == len;
+}
+
+/* tcp_read_sock() actor: the frame's bytes into the slot, or dropped. */
+struct popup_stream_rd {
+	struct popup_ctx *ctx;	/* NULL: discard */
+	u32 off;		/* frame bytes taken so far */
+};
+
+static int popup_stream_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			      unsigned int offset, size_t len)
+{
+	struct popup_stream_rd *rd = desc->arg.data;
+	u32 n = min_t(size_t, len, desc->count), done;
+	struct popup_binding *b;
+	u64 pos;
+
+	if (!n)
+		return 0;
+	for (done = 0; rd->ctx && done < n; ) {
+		u64 at;
+		u32 poff, k;
+
+		b = rd->ctx->binding;
+		pos = (u64)rd->ctx->slot * b->slot_size;
+		at = pos + rd->off + done;
+		poff = offset_in_page(at);
+		k = min_t(u32, n - done, PAGE_SIZE - poff);
+		if (skb_copy_bits(skb, offset + done,
+				  page_address(b->pages[at >> PAGE_SHIFT]) + poff,
+				  k))
+			return -EFAULT;
+		done += k;
+	}
+	rd->off += n;
+	desc->count -= n;
+	return n;
+}
+
+/*
  * Take the frame at the head of @ctx's connection, into its slot if @keep,
- * else discarded; its header goes to @ctx->hdr. Process context. Returns
- * 0, 1 if the frame is not whole yet, or a negative error after which the
- * connection must be closed (the counter to use in @why): -ESHUTDOWN for
- * the peer's orderly end (a frame cut short by it included).
+ * else discarded; its header goes to @ctx->hdr. Process context, one hold
+ * of the socket lock: look, peek at the header, read the whole frame with
+ * tcp_read_sock() (straight from the skbs, as strparser reads), look
+ * again for what follows. Returns 0, 1 if the frame is not whole yet, or
+ * a negative error after which the connection must be closed (the
+ * counter to use in @why): -ESHUTDOWN for the peer's orderly end (a frame
+ * cut short by it included).
  */
 static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 			     enum popup_arr_stat *why)
 {
-	struct kvec kv[POPUP_KVECS];
+	struct popup_stream_rd rd = { .ctx = keep ? ctx : NULL };
+	read_descriptor_t desc = { .arg.data = &rd };
 	struct popup_sock *ps = ctx->psock;
 	struct sock *sk = ps->sk;
-	struct msghdr msg = {};
+	int ret, inq, end = 1;
+	bool more = false;
 	u8 *h = ctx->hdr;
-	unsigned int n;
-	u32 off, got;
 	u64 total;
-	int ret, avail, end = 1;
 
-	/*
-	 * Read first: if the peer had ended, what we see next is all (the
-	 * peek below takes the socket lock, which orders it after this).
-	 * @end: what a frame not whole yet means.
-	 */
-	if (READ_ONCE(sk->sk_err))
-		end = -ECONNRESET;
-	else if (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN)
-		end = -ESHUTDOWN;
 	*why = POPUP_ARR_CLOSED;
-	kv[0].iov_base = h;
-	kv[0].iov_len = POPUP_WIRE_HDR_LEN;
-	ret = kernel_recvmsg(ps->sock, &msg, kv, 1, POPUP_WIRE_HDR_LEN,
-			     MSG_PEEK | MSG_DONTWAIT);
-	if (ret == -EAGAIN)
-		return end;
-	if (ret <= 0)
-		return ret ?: -ESHUTDOWN;	/* reset, EOF */
-	if (ret < POPUP_WIRE_HDR_LEN)
-		return end;		/* truncated for good if ended */
+	lock_sock(sk);
+	/* @end: what a frame not whole yet means. */
+	if (sk->sk_err)
+		end = -ECONNRESET;
+	else if (sk->sk_shutdown & RCV_SHUTDOWN)
+		end = -ESHUTDOWN;
+	inq = tcp_inq(sk);
+	ret = end;
+	if (inq < POPUP_WIRE_HDR_LEN ||
+	    !popup_tcp_peek(sk, h, POPUP_WIRE_HDR_LEN))
+		goto out;	/* truncated for good if ended */
 	/*
 	 * Framing needs only the magic and the length; the rest is the
 	 * handler's to judge, as on popupd's userspace path.
@@ -781,36 +834,36 @@ static int popup_stream_take(struct popup_ctx *ctx, bool keep,
 	if (get_unaligned_be32(h) != POPUP_WIRE_MAGIC) {
 		ctx->hdr_len = 0;		/* nothing to answer */
 		*why = POPUP_ARR_BADFRAME;
-		return -EPROTO;
+		ret = -EPROTO;
+		goto out;
 	}
 	total = POPUP_WIRE_HDR_LEN + (u64)get_unaligned_be32(h + 24);
 	if (total > ctx->binding->slot_size) {
-		ctx->kstatus = POPUP_WIRE_TOOBIG;
-		popup_conn_kreply(ps, ctx, keep);	/* keep: in a handler */
 		*why = POPUP_ARR_TOOBIG;
-		return -EMSGSIZE;
+		ret = -EMSGSIZE;
+		goto out;
 	}
-	lock_sock(sk);
-	avail = tcp_inq(sk);
-	release_sock(sk);
-	if (avail < total)
-		return end;
-	if (keep) {
-		for (off = 0; off < total; off += got) {
-			got = popup_slot_kvec(ctx, kv, off, total, &n);
-			ret = kernel_recvmsg(ps->sock, &msg, kv, n, got,
-					     MSG_DONTWAIT);
-			if (ret != got)
-				return ret < 0 ? ret : -EIO;
-		}
-	} else {
-		ret = popup_stream_discard(ps, total);
-		if (ret)
-			return ret;
+	if (inq < total)
+		goto out;
+	desc.count = total;
+	ret = tcp_read_sock(sk, &desc, popup_stream_actor);
+	if (ret != total) {
+		ret = ret < 0 ? ret : -EIO;
+		goto out;
 	}
 	ctx->arg_len = total;
-	popup_stream_pass(ctx);
-	return 0;
+	ret = 0;
+	more = tcp_inq(sk) > 0 || (sk->sk_shutdown & RCV_SHUTDOWN) ||
+	       sk->sk_err;
+out:
+	release_sock(sk);
+	if (ret == -EMSGSIZE) {		/* answered before it closes */
+		ctx->kstatus = POPUP_WIRE_TOOBIG;
+		popup_conn_kreply(ps, ctx, keep);	/* keep: in a handler */
+	}
+	if (!ret)
+		popup_stream_passed(ctx, more);
+	return ret;
 }
 
 /*

@@ -28,8 +28,8 @@
  * hand-off took the idle count down to min_idle meanwhile: no spawn and
  * retire churn under steady load), get KIND_RETIRE.
  *
- * Runners: the pool thread that took a context on a CPU, or was handed
- * one there, is that CPU's runner (svc->runner) until it goes idle. While
+ * Runners: the thread that took a context on a CPU, or was handed one
+ * there, is that CPU's runner (svc->runner) until it goes idle. While
  * it runs (not blocked: a handler that sleeps stops counting), network
  * arrivals on its CPU queue for its next REPLY_WAIT rather than waking a
  * second thread or one on another CPU: one running thread per CPU takes a
@@ -55,6 +55,8 @@
 #include "popup_internal.h"
 
 static struct kmem_cache *popup_ctx_cache;
+
+static bool popup_queue_stranded_locked(struct popup_service *svc);
 
 /* How many idle waiters a call scans for one on its own CPU. */
 #define POPUP_AFFINITY_SCAN	32
@@ -197,9 +199,13 @@ void popup_pool_update_locked(struct popup_service *svc)
 	}
 	if (svc->nthreads >= p->max_threads)
 		return;
-	/* A thread between its reply and its wait is idle in a moment. */
+	/*
+	 * A thread between its reply and its wait is idle in a moment; what
+	 * is queued for a running runner needs no other thread.
+	 */
 	idle = svc->nidle + svc->nreplying;
-	if (idle >= p->min_idle && (idle || !svc->nqueued))
+	if (idle >= p->min_idle &&
+	    (idle || !svc->nqueued || !popup_queue_stranded_locked(svc)))
 		return;
 	want = p->increment;
 	if (idle < p->min_idle)
@@ -366,7 +372,7 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
 }
 
 /*
- * Is a pool thread of @svc running on @cpu, having taken a context there
+ * Is a thread of @svc running on @cpu, having taken a context there
  * and not gone idle since? It takes what arrives on @cpu at its next
  * REPLY_WAIT, without a wake-up, the way a concurrency-managed workqueue
  * keeps one running worker per CPU. A runner that blocked (in its
@@ -380,7 +386,7 @@ bool popup_runner_busy_locked(struct popup_service *svc, int cpu)
 	return r && task_is_running(r) && task_cpu(r) == cpu;
 }
 
-/* Pool thread @task took a context on @cpu, or is woken there with one. */
+/* Thread @task took a context on @cpu, or is woken there with one. */
 static void popup_runner_set_locked(struct popup_service *svc, int cpu,
 				    struct task_struct *task)
 {
@@ -394,7 +400,7 @@ static void popup_runner_set_locked(struct popup_service *svc, int cpu,
 		put_task_struct(old);
 }
 
-/* The calling pool thread took a context: it runs on this CPU now. */
+/* The calling thread took a context: it runs on this CPU now. */
 static void popup_runner_self_locked(struct popup_service *svc)
 {
 	popup_runner_set_locked(svc, raw_smp_processor_id(), current);
@@ -441,8 +447,7 @@ void popup_call_start_locked(struct popup_service *svc, struct popup_ctx *ctx,
 		w->ctx = ctx;
 		w->kicked = true;
 		ctx->waiter = w;
-		if (w->flags & (POPUP_WAIT_NEW | POPUP_WAIT_POOL))
-			popup_runner_set_locked(svc, w->cpu, w->task);
+		popup_runner_set_locked(svc, w->cpu, w->task);
 		ctx->state = POPUP_CTX_HANDED;
 		list_add_tail(&ctx->node, &svc->running);
 		popup_stat_inc(POPUP_STAT_HANDOFFS);
@@ -1032,8 +1037,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		ret = 0;
 		if (wt.ctx) {
 			if (popup_ctx_deliver_locked(svc, wt.ctx, w, &puts)) {
-				if (pool)
-					popup_runner_self_locked(svc);
+				popup_runner_self_locked(svc);
 				break;
 			}
 			continue;
@@ -1067,7 +1071,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 			if (next) {
 				got = popup_ctx_deliver_locked(svc, next, w,
 							       &puts);
-				if (got && pool)
+				if (got)
 					popup_runner_self_locked(svc);
 				popup_pool_update_locked(svc);
 				popup_queue_kick_locked(svc);

@@ -220,7 +220,7 @@ struct popup_waiter {
  * @space_wq:     callers waiting for queue room (POPUP_CALL_BLOCK)
  * @calls:        calls accepted
  * @errors:       calls that failed after acceptance (abort, cancel)
- * @runner:       per CPU, the pool thread that last took a context there
+ * @runner:       per CPU, the thread that last took a context there
  *                and has not gone idle since, referenced (svc->lock)
  * @watch:        looks again at arrivals queued for runners (call.c)
  * @watching:     @watch is armed and holds a reference (svc->lock)

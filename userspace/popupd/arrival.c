@@ -26,8 +26,10 @@
  * slow-request timeouts do not apply (a parked connection costs no thread).
  *
  * The kernel owns the pool rules (idle thread on the arrival CPU first,
- * spawn requests when none is idle, bounded queue with BUSY replies,
- * retirement); this file only starts a thread per spawn request.
+ * or the thread running there already, spawn requests when none is idle
+ * or able, bounded queue with BUSY replies, retirement); this file starts
+ * a home thread per worker CPU, pinned and never retired, and a pool
+ * thread per spawn request.
  *
  * Threads and data: the receive-area cache is shared by the handler
  * threads under area_lock; everything else a thread touches is its own or
@@ -259,8 +261,13 @@ static void park_conn(const struct popup_context *ctx)
 
 static void *handler_main(void *arg);
 
-/* Start @n handler threads; @cpu >= 0 pins them there (the first thread
- * of each worker CPU, so every CPU has a handler that stays local). */
+/*
+ * Start @n handler threads. @cpu >= 0: one home thread pinned there, so
+ * every worker CPU has a handler that stays local, as the epoll path has
+ * its worker; it waits without POPUP_WAIT_POOL, so the pool never retires
+ * it. The others are pool threads the module asked for, to take over
+ * while the home threads are blocked or busy, and to retire when idle.
+ */
 static void spawn(unsigned int n, int cpu)
 {
 	pthread_attr_t attr;
@@ -277,7 +284,8 @@ static void spawn(unsigned int n, int cpu)
 	}
 	while (n-- > 0 && !__atomic_load_n(&arr.stopping, __ATOMIC_RELAXED)) {
 		__atomic_fetch_add(&arr.threads, 1, __ATOMIC_RELAXED);
-		if (pthread_create(&th, &attr, handler_main, NULL)) {
+		if (pthread_create(&th, &attr, handler_main,
+				   cpu >= 0 ? (void *)1 : NULL)) {
 			__atomic_fetch_sub(&arr.threads, 1, __ATOMIC_RELAXED);
 			pr_warn("arrival: cannot start a handler thread: %s", strerror(errno));
 			break;
@@ -288,7 +296,7 @@ static void spawn(unsigned int n, int cpu)
 
 static void *handler_main(void *arg)
 {
-	uint32_t tmp_cap = arr.max_payload;
+	uint32_t tmp_cap = arr.max_payload, pool = arg ? 0 : POPUP_WAIT_POOL;
 	unsigned char *tmp = malloc(tmp_cap);
 	unsigned long cmd = POPUP_IOC_WAIT;
 	struct popup_wait wt;
@@ -297,7 +305,7 @@ static void *handler_main(void *arg)
 	memset(&wt, 0, sizeof(wt));
 	wt.size = sizeof(wt);
 	wt.service_id = arr.sid;
-	wt.flags = POPUP_WAIT_NEW;
+	wt.flags = pool ? POPUP_WAIT_NEW : 0;
 	while (tmp) {
 		if (ioctl(arr.fd, cmd, &wt)) {
 			if (errno != EINTR)
@@ -306,7 +314,7 @@ static void *handler_main(void *arg)
 			memset(&wt.reply, 0, sizeof(wt.reply));
 			continue;
 		}
-		wt.flags = POPUP_WAIT_POOL;
+		wt.flags = pool;
 		if (wt.spawn)
 			spawn(wt.spawn, -1);
 		cmd = POPUP_IOC_WAIT;
@@ -331,7 +339,7 @@ static void *handler_main(void *arg)
 			park_conn(&wt.ctx);
 		}
 	}
-	if (!tmp) {
+	if (!tmp && pool) {
 		struct popup_target t = { .id = arr.sid };
 
 		ioctl(arr.fd, POPUP_IOC_THREAD_EXIT, &t);
