@@ -8,8 +8,9 @@
  *                      [--conns N] [--burst R] [--duration SEC]
  *                      [--warmup SEC] [--size BYTES] [--json]
  *
- * Each client thread is pinned to one CPU of the list and holds --conns
- * connections to each server. The threads run bursts, all on the same
+ * Each client thread is pinned to one CPU of the list and opens there
+ * (so that the steering program gives a TCP connection to that CPU's
+ * worker) --conns connections to each server. The threads run bursts, all on the same
  * server at a time (a barrier separates bursts) and alternating A, B, A,
  * B...: in a burst, every connection of the thread makes --burst closed-
  * loop exchanges with the burst's server, one request outstanding per
@@ -76,6 +77,7 @@ struct vclient {
 	int *fd[2];		/* --conns connections to each server */
 	struct lat lat[2];
 	uint64_t ok[2], errors, timeouts;
+	bool broken;		/* its connections could not be opened */
 };
 
 static pthread_barrier_t barrier;
@@ -252,6 +254,8 @@ static bool burst_boundary(bool *count)
 	return !stop_now;
 }
 
+static bool open_conns(struct vclient *c);
+
 static void *vclient_main(void *arg)
 {
 	struct vclient *c = arg;
@@ -264,11 +268,14 @@ static void *vclient_main(void *arg)
 	uint64_t id = (uint64_t)(c->cpu + 1) << 48;
 	bool count;
 
+	/* Pinned first: a TCP connection is steered by the CPU of its SYN. */
 	if (c->cpu >= 0)
 		cpus_pin_self(c->cpu);
+	if (!open_conns(c))
+		c->broken = true;
 	/* Every thread passes the same boundaries, so k agrees across them. */
 	for (unsigned int k = 0; burst_boundary(&count); k++) {
-		if (!req || !rep || !pf || !sent_at || !ids)
+		if (!req || !rep || !pf || !sent_at || !ids || c->broken)
 			continue;
 		for (unsigned int r = 0; r < o->burst; r++)
 			round_trip(c, k & 1, &id, req, rep, cap, pf, sent_at, ids, count);
@@ -478,21 +485,21 @@ static void vsleep(double s)
 		;
 }
 
-/* Open every thread's connections; false (with a message) if one fails. */
-static bool open_conns(struct vclient *cl, unsigned int n)
+/* Open the thread's connections; false (with a message) if one fails. */
+static bool open_conns(struct vclient *c)
 {
-	for (unsigned int i = 0; i < n; i++) {
-		for (int s = 0; s < 2; s++) {
-			cl[i].fd[s] = calloc(cl[i].o->conns, sizeof(int));
-			if (!cl[i].fd[s])
+	for (int s = 0; s < 2; s++) {
+		c->fd[s] = calloc(c->o->conns, sizeof(int));
+		if (!c->fd[s])
+			return false;
+		for (unsigned int k = 0; k < c->o->conns; k++)
+			c->fd[s][k] = -1;
+		for (unsigned int k = 0; k < c->o->conns; k++) {
+			c->fd[s][k] = connect_to(c->o, &c->o->t[s]);
+			if (c->fd[s][k] < 0) {
+				fprintf(stderr, "popup-bench versus: connect to %s: %s\n",
+					s ? "b" : "a", strerror(-c->fd[s][k]));
 				return false;
-			for (unsigned int k = 0; k < cl[i].o->conns; k++) {
-				cl[i].fd[s][k] = connect_to(cl[i].o, &cl[i].o->t[s]);
-				if (cl[i].fd[s][k] < 0) {
-					fprintf(stderr, "popup-bench versus: connect to %s: %s\n",
-						s ? "b" : "a", strerror(-cl[i].fd[s][k]));
-					return false;
-				}
 			}
 		}
 	}
@@ -527,10 +534,6 @@ int versus_main(int argc, char **argv)
 		cl[n].o = &o;
 		n++;
 	}
-	if (!open_conns(cl, n)) {
-		rc = 1;
-		goto out;
-	}
 	for (unsigned int i = 0; i < n; i++)
 		if (pthread_create(&cl[i].th, NULL, vclient_main, &cl[i])) {
 			fprintf(stderr, "popup-bench versus: cannot start thread %u\n", i);
@@ -542,15 +545,14 @@ int versus_main(int argc, char **argv)
 	phase = 2;
 	for (unsigned int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
-		bad += cl[i].errors + cl[i].timeouts;
+		bad += cl[i].errors + cl[i].timeouts + cl[i].broken;
 	}
 	report(&o, cl, n);
 	rc = bad ? 1 : 0;
-out:
 	for (unsigned int i = 0; i < n; i++) {
 		for (int s = 0; s < 2; s++) {
 			for (unsigned int k = 0; cl[i].fd[s] && k < o.conns; k++)
-				if (cl[i].fd[s][k] > 0)
+				if (cl[i].fd[s][k] >= 0)
 					close(cl[i].fd[s][k]);
 			free(cl[i].fd[s]);
 			free(cl[i].lat[s].v);
