@@ -78,8 +78,47 @@ bool arrival_kernel_active(void)
 	return arr.active;
 }
 
+/*
+ * Each handler thread remembers the areas it used, so that a request
+ * takes no lock: a thread that blocks on area_lock is no longer its CPU's
+ * runner, and the module hands the next arrivals to another thread. The
+ * module flags a context POPUP_CTX_MAP when this file has no mapping of
+ * its area, which is also when a remembered mapping of the same id went
+ * stale: only then (and on a miss) is the shared table consulted.
+ */
+#define ARR_CACHE	8
+
+struct area_cache {
+	uint32_t id[ARR_CACHE];
+	unsigned char *addr[ARR_CACHE];
+	unsigned int next;
+};
+
+static unsigned char *area_get_shared(const struct popup_context *ctx);
+
+static unsigned char *area_get(struct area_cache *c, const struct popup_context *ctx)
+{
+	unsigned char *addr;
+	unsigned int i;
+
+	if (!(ctx->flags & POPUP_CTX_MAP))
+		for (i = 0; i < ARR_CACHE; i++)
+			if (c->addr[i] && c->id[i] == ctx->binding_id)
+				return c->addr[i];
+	addr = area_get_shared(ctx);
+	if (addr) {
+		for (i = 0; i < ARR_CACHE && c->id[i] != ctx->binding_id; i++)
+			;
+		if (i == ARR_CACHE)
+			i = c->next++ % ARR_CACHE;
+		c->id[i] = ctx->binding_id;
+		c->addr[i] = addr;
+	}
+	return addr;
+}
+
 /* The mapping of the receive area @ctx points into, mapped on first use. */
-static unsigned char *area_get(const struct popup_context *ctx)
+static unsigned char *area_get_shared(const struct popup_context *ctx)
 {
 	void *addr = NULL;
 
@@ -198,10 +237,10 @@ static uint32_t run_request(const struct popup_wire_hdr *h, const unsigned char 
  * back into the same slot. Returns the reply length, 0 for none (one-way,
  * or nothing to address).
  */
-static uint32_t handle_request(const struct popup_context *ctx, unsigned char *tmp,
-			       uint32_t tmp_cap, bool tcp)
+static uint32_t handle_request(struct area_cache *cache, const struct popup_context *ctx,
+			       unsigned char *tmp, uint32_t tmp_cap, bool tcp)
 {
-	unsigned char *base = area_get(ctx), *slot;
+	unsigned char *base = area_get(cache, ctx), *slot;
 	struct popup_wire_hdr h, rep;
 	uint32_t verdict, res_len = 0, room;
 	struct worker *w = worker_on_cpu(ctx->cpu);
@@ -299,6 +338,7 @@ static void *handler_main(void *arg)
 	uint32_t tmp_cap = arr.max_payload, pool = arg ? 0 : POPUP_WAIT_POOL;
 	unsigned char *tmp = malloc(tmp_cap);
 	unsigned long cmd = POPUP_IOC_WAIT;
+	struct area_cache cache = { .next = 0 };
 	struct popup_wait wt;
 
 	pthread_setname_np(pthread_self(), "popupd-kernel");
@@ -332,7 +372,7 @@ static void *handler_main(void *arg)
 		} else if (wt.kind == POPUP_WAIT_KIND_DGRAM ||
 			   wt.kind == POPUP_WAIT_KIND_STREAM) {
 			wt.reply.ctx_id = wt.ctx.ctx_id;
-			wt.reply.result_len = handle_request(&wt.ctx, tmp, tmp_cap,
+			wt.reply.result_len = handle_request(&cache, &wt.ctx, tmp, tmp_cap,
 							     wt.kind == POPUP_WAIT_KIND_STREAM);
 			cmd = POPUP_IOC_REPLY_WAIT;
 		} else if (wt.kind == POPUP_WAIT_KIND_CONN) {
