@@ -416,17 +416,20 @@ for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko 
     rows.append("| %s | %s | %.0f | %s | %.1f | %.1f | %s | %s | %s |" % (proto, label, r["rps"], runs or "n/a",
                 r["p50_us"], r["p99_us"], num(r, "syscalls_per_request", "%.2f"),
                 num(r, "cpu_us_per_request", "%.1f"), num(r, "ctxsw_per_request", "%.2f")))
-paired = []
+versus = []
 for proto in ("udp", "tcp"):
-    f = os.path.join(raw, "vm-arrival-paired-%s.json" % proto)
-    if not os.path.exists(f):
-        continue
-    r = json.load(open(f))
-    if "failed" in r or not r.get("pairs"):
-        paired.append("| %s | not measured: %s | | | |" % (proto, r.get("failed", "no pair")[:80]))
-        continue
-    paired.append("| %s | %d | %.3fx | %.3f-%.3f | %.0f / %.0f |" % (proto, r["pairs"], r["ratio_median"],
-                  r["ratio_min"], r["ratio_max"], r["kernel_rps_median"], r["user_rps_median"]))
+    for c in (1, 8):
+        f = os.path.join(raw, "vm-arrival-versus-%s-%d.json" % (proto, c))
+        if not os.path.exists(f):
+            continue
+        r = json.load(open(f))
+        if "failed" in r or not r.get("pairs"):
+            versus.append("| %s | %d | not measured: %s | | | |" % (proto, c, r.get("failed", "no pair")[:80]))
+            continue
+        q = r["ratio_a_over_b"]
+        versus.append("| %s | %d | %d | **%.3fx** (%.3f-%.3f) | %.0f / %.0f | %.0f / %.0f |" % (
+            proto, c, r["pairs"], q["median"], q["q1"], q["q3"], r["a"]["rps"], r["b"]["rps"],
+            r["a"]["p50_us"], r["b"]["p50_us"]))
 cost = []
 f = os.path.join(raw, "vm-arrival-cost.json")
 if os.path.exists(f):
@@ -454,15 +457,18 @@ if rows:
                 "run's req/s is listed.\n\n"
                 "| proto | server | req/s | runs | p50 us | p99 us | syscalls/request | CPU us/request | switches/request |\n"
                 "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-        if paired:
-            f.write("\nPaired runs: both popupd paths up at once on two ports, "
-                    "alternating 1-s runs (epoll, kernel, epoll, kernel, ..., epoll); a "
-                    "pair's ratio is one kernel run's req/s over the mean of the two "
-                    "epoll runs around it, so a drift of the host that runs the "
-                    "emulator cancels within the pair (above 1: the kernel path is "
-                    "faster).\n\n"
-                    "| proto | pairs | kernel/epoll median | min-max | median req/s kernel / epoll |\n"
-                    "|---|---|---|---|---|\n" + "\n".join(paired) + "\n")
+        if versus:
+            f.write("\nSame moments: both popupd paths up at once on two ports, "
+                    "`popup-bench versus` alternating bursts of requests between "
+                    "them (all client threads on the same path at a time, a barrier "
+                    "between bursts), with one request in flight per client thread "
+                    "(ping-pong) or eight (one per connection). A pair is a kernel "
+                    "burst and the epoll burst after it; the ratio is their req/s, "
+                    "kernel over epoll (above 1: the kernel path is faster), so a "
+                    "drift of the host that runs the emulator cancels within the "
+                    "pair. Median over the pairs, with the quartiles.\n\n"
+                    "| proto | in flight per CPU | pairs | kernel/epoll | req/s kernel / epoll | p50 us kernel / epoll |\n"
+                    "|---|---|---|---|---|---|\n" + "\n".join(versus) + "\n")
         if cost:
             f.write("\nOne UDP request's CPU cost by phase, with no scheduling: "
                     "`popup-udp-cost`, one pinned thread playing client and server "

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Runs inside the QEMU guest (scripts/vm, TCG emulation): compares, on the
-# same CPUs and under the same closed-loop load (popup-bench), popupd with
+# same CPUs and under the same closed-loop load (popup-bench, CONNS
+# requests in flight per client thread, one thread per CPU), popupd with
 # --arrival=kernel (requests become popup.ko pop-up contexts), popupd with
 # --arrival=user (its epoll workers) and popup-udp-floor (recvmmsg and
 # sendmmsg, no dispatch): requests per second, p50 and p99 latency, and
@@ -19,17 +20,18 @@
 # The untraced run also reads /proc/stat around it: the guest's CPU time
 # (user, system, softirq; clients included) and context switches per
 # request, which is where the paths differ beyond their system calls.
-# Then the paired runs: both popupd paths up at once on two ports, and
-# alternating short runs (user, kernel, user, kernel, ..., user): each of
-# the PAIRS kernel runs' req/s over the mean of the user runs around it, so a
-# drift of the host that runs the emulator, which swings single runs by
-# 10 % and more, cancels within the pair. PAIRS is four per round.
+# Then the same-moment comparison: both popupd paths up at once on two
+# ports and popup-bench versus alternating bursts between them (a barrier
+# between bursts), with one request in flight per client thread (ping-pong)
+# and with eight: the median of the burst pairs' kernel/epoll req/s ratio
+# and its quartiles. A drift of the host that runs the emulator, which
+# swings single runs by 10 % and more, cancels within a pair.
 # Last, popup-udp-cost splits one UDP request's CPU cost into its phases
 # with no scheduling at all (one thread plays client and server).
 #
 # Output on stdout, picked up by scripts/bench.sh like vm-local.sh's:
 #   @@BENCH json vm-arrival-PATH-PROTO {...}   one row
-#   @@BENCH json vm-arrival-paired-PROTO {...} the paired runs' ratios
+#   @@BENCH json vm-arrival-versus-PROTO-CONNS {...} popup-bench versus
 #   @@BENCH json vm-arrival-cost {...}         popup-udp-cost --json
 # and the same rows as text lines starting with "arrival:" for the log.
 #
@@ -195,50 +197,33 @@ print("%-7s %-4s %9s req/s (runs %s)  p50 %7s us  p99 %7s us  %5s syscalls/req  
     f("cpu_us_per_request", "%.1f"), f("ctxsw_per_request", "%.2f")))' "$js")"
 }
 
-# Both paths up at once, PAIRS kernel 1-s runs between user ones (each
-# user run shared by the kernel runs on either side): the JSON row of the
-# kernel/user ratios of PROTO.
-paired()	# PROTO PAIRS
+# Both paths up at once; popup-bench versus, the kernel path as a: the
+# JSON row of PROTO with CONNS requests in flight per client thread.
+versus()	# PROTO CONNS
 {
-	local proto=$1 n=$2 pk pu i u k list=
+	local proto=$1 c=$2 pk pu burst=$((64 / $2)) js
 	if ! start kernel $port $hport; then
 		stop
-		echo "@@BENCH json vm-arrival-paired-$proto {\"failed\":\"kernel path did not start\"}"
+		echo "@@BENCH json vm-arrival-versus-$proto-$c {\"failed\":\"kernel path did not start\"}"
 		return
 	fi
 	pk=$srv_pid
 	if ! start user $port2 $hport2; then
 		stop
 		stop "$pk"
-		echo "@@BENCH json vm-arrival-paired-$proto {\"failed\":\"user path did not start\"}"
+		echo "@@BENCH json vm-arrival-versus-$proto-$c {\"failed\":\"user path did not start\"}"
 		return
 	fi
 	pu=$srv_pid
-	bench "$proto" 1 0 $port >/dev/null
-	u=$(jget "$(bench "$proto" 1 0 $port2)" rps)
-	for i in $(seq "$n"); do
-		k=$(jget "$(bench "$proto" 1 0 $port)" rps)
-		list="$list${list:+,}[$u,$k"
-		u=$(jget "$(bench "$proto" 1 0 $port2)" rps)
-		list="$list,$u]"
-	done
+	js=$("$bin/popup-bench" versus "$proto" --a "127.0.0.1:$port" --b "127.0.0.1:$port2" \
+		--cpus "$cpus" --conns "$c" --burst "$burst" --duration "$vsecs" --warmup 1 \
+		--json 2>>"$tmp/bench.err")
 	stop "$pu"
 	stop "$pk"
-	line=$(python3 - "[$list]" "$proto" <<'PY'
-import json, statistics, sys
-runs = [r for r in json.loads(sys.argv[1]) if min(r) > 0]
-ratios = [k / ((u1 + u2) / 2) for u1, k, u2 in runs]
-row = {"proto": sys.argv[2], "emulation": "TCG", "pairs": len(ratios)}
-if ratios:
-    row.update(ratio_median=round(statistics.median(ratios), 3),
-               ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3),
-               kernel_rps_median=statistics.median(k for _, k, _ in runs),
-               user_rps_median=statistics.median((u1 + u2) / 2 for u1, _, u2 in runs))
-print(json.dumps(row, separators=(",", ":")))
-PY
-)
-	echo "@@BENCH json vm-arrival-paired-$proto $line"
-	note "paired $proto: $line"
+	[ "${js#\{}" != "$js" ] ||
+		js="{\"failed\":\"popup-bench versus: $(tail -n 1 "$tmp/bench.err" | tr -d '"\n' | head -c 150)\"}"
+	echo "@@BENCH json vm-arrival-versus-$proto-$c $js"
+	note "versus $proto, $c in flight per CPU (a: kernel, b: epoll): $js"
 }
 
 if ! grep -q '^popup ' /proc/modules; then
@@ -262,8 +247,11 @@ done
 for p in kernel user; do
 	row $p tcp
 done
-paired udp $((rounds * 4))
-paired tcp $((rounds * 4))
+vsecs=$((secs * 4 * rounds))
+for proto in udp tcp; do
+	versus "$proto" 1
+	versus "$proto" 8
+done
 # One request's CPU cost by phase, without scheduling.
 cost=$("$bin/popup-udp-cost" --json --cpu "${cpus%%,*}" 2>&1)
 if [ "${cost#\{}" != "$cost" ]; then
