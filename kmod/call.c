@@ -954,7 +954,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	struct popup_binding *rb = NULL;
 	struct popup_service *svc;
 	struct popup_waiter wt;
-	bool control, pool, timed_out = false, yielded = false;
+	bool control, pool, timed_out = false;
 	LIST_HEAD(puts);
 	int ret;
 
@@ -1102,20 +1102,6 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		ret = -EAGAIN;
 		if (w->flags & POPUP_WAIT_NONBLOCK)
 			break;
-		/*
-		 * Our reply woke its sender, which may have earned the CPU:
-		 * give it up here, still this CPU's runner, instead of going
-		 * to sleep, as a thread returning to userspace would be
-		 * preempted. What arrives meanwhile queues for us and needs
-		 * no wake-up.
-		 */
-		if (!control && !yielded && need_resched()) {
-			yielded = true;
-			spin_unlock_bh(&svc->lock);
-			cond_resched();
-			spin_lock_bh(&svc->lock);
-			continue;
-		}
 
 		tmo = popup_idle_timeout(svc, pool);
 		wt.kicked = false;
