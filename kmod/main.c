@@ -311,14 +311,15 @@ static int popup_wait_copy_in(struct popup_wait *w, void __user *ubuf)
 	u32 usize;
 
 	BUILD_BUG_ON(sizeof(*w) % 8 || offsetof(struct popup_wait, kind) != 12);
-	if (get_user(usize, (u32 __user *)ubuf))
-		return -EFAULT;
-	if (usize != sizeof(*w))
-		return popup_copy_in(w, sizeof(*w), ubuf);
 	if (!user_read_access_begin(uw, sizeof(*w)))
 		return -EFAULT;
 	for (i = 0; i < POPUP_WAIT_IN_WORDS; i++)
 		unsafe_get_user(kw[i], &uw[i], efault);
+	usize = w->size;
+	if (usize != sizeof(*w)) {	/* a newer or older caller */
+		user_read_access_end();
+		return popup_copy_in(w, sizeof(*w), ubuf);
+	}
 	for (i = POPUP_WAIT_RSV_FIRST; i < POPUP_WAIT_WORDS; i++)
 		unsafe_get_user(kw[i], &uw[i], efault);
 	user_read_access_end();

@@ -184,9 +184,9 @@ w("")
 # ---- 2. native protocol ----------------------------------------------------
 w("## 2. Native protocol over loopback (popup-bench, closed loop)")
 w("")
-w("One client thread pinned per CPU, %s connections (flows) each, one request "
-  "outstanding, %s-byte echo; latency from popup-bench's log-linear histogram."
-  % (m.get("conns"), m.get("body")))
+w("One client thread pinned per CPU, %s connections (flows) each with one request "
+  "outstanding (so %s in flight per CPU), %s-byte echo; latency from popup-bench's "
+  "log-linear histogram." % (m.get("conns"), m.get("conns"), m.get("body")))
 w("")
 w("| system | proto | runs | req/s | req/s min-max | p50 us | p90 us | p99 us | p99.9 us | errors | req/s vs popupd | p99 vs popupd |")
 w("|---|---|---|---|---|---|---|---|---|---|---|---|")
