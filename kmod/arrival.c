@@ -345,6 +345,9 @@ static void popup_udp_arrive(struct popup_sock *ps, struct popup_ctx *ctx,
 	spin_lock_bh(&svc->lock);
 	if (ctx->embedded) {
 		kstatus = popup_arrive_locked(ps, ctx, &wake);
+	} else if (svc->dead || ps->detached) {
+		ps->arrivals++;
+		popup_arr_inc(POPUP_ARR_ABORTED);
 	} else {
 		ps->arrivals++;
 		popup_pool_update_locked(svc);
