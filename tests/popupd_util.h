@@ -177,6 +177,16 @@ static inline int pd_stop(struct pd *p, int ms)
 	return -1;
 }
 
+/* The daemon's log into the test's output, each line marked. */
+static inline void pd_dump_log(const struct pd *p)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "sed 's/^/# popupd: /' %s/log", p->dir);
+	if (system(cmd))
+		return;
+}
+
 static inline void pd_kill(struct pd *p)
 {
 	char cmd[256];
@@ -190,9 +200,8 @@ static inline void pd_kill(struct pd *p)
 			return;
 	}
 	if (p->dir[0]) {
-		snprintf(cmd, sizeof(cmd), "sed 's/^/# popupd: /' %s/log", p->dir);
-		if (getenv("POPUPD_TEST_LOG") && system(cmd))
-			return;
+		if (getenv("POPUPD_TEST_LOG"))
+			pd_dump_log(p);
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", p->dir);
 		if (system(cmd))
 			return;
