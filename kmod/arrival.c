@@ -279,29 +279,41 @@ u32 popup_arrive_locked(struct popup_sock *ps, struct popup_ctx *ctx,
 }
 
 /*
+ * Copy @len bytes of @skb, from @skb_off, to byte @off of @ctx's slot, a
+ * page at a time: the slot's pages are not contiguous in the kernel.
+ */
+int popup_slot_copy_skb(struct popup_ctx *ctx, u32 off,
+			const struct sk_buff *skb, u32 skb_off, u32 len)
+{
+	struct popup_binding *b = ctx->binding;
+	u64 pos = (u64)ctx->slot * b->slot_size + off;
+	u32 done, n;
+	int err;
+
+	for (done = 0; done < len; done += n) {
+		u64 at = pos + done;
+		u32 poff = offset_in_page(at);
+
+		n = min_t(u32, len - done, PAGE_SIZE - poff);
+		err = skb_copy_bits(skb, skb_off + done,
+				    page_address(b->pages[at >> PAGE_SHIFT]) +
+				    poff, n);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
  * Copy datagram @skb into the slot of its context @ctx: the one copy, the
  * one recvmsg would make into the reader's buffer.
  */
 static int popup_dgram_copy(struct popup_ctx *ctx, struct sk_buff *skb)
 {
-	struct popup_binding *b = ctx->binding;
-	u64 pos = (u64)ctx->slot * b->slot_size;
-	u32 off, len = skb->len;
+	int err = popup_slot_copy_skb(ctx, 0, skb, 0, skb->len);
 
-	for (off = 0; off < len; ) {
-		u64 at = pos + off;
-		u32 poff = offset_in_page(at);
-		u32 n = min_t(u32, len - off, PAGE_SIZE - poff);
-		int err;
-
-		err = skb_copy_bits(skb, off,
-				    page_address(b->pages[at >> PAGE_SHIFT]) +
-				    poff, n);
-		if (WARN_ON_ONCE(err))
-			return err;
-		off += n;
-	}
-	return 0;
+	WARN_ON_ONCE(err);
+	return err;
 }
 
 /*

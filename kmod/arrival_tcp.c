@@ -766,27 +766,12 @@ static int popup_stream_actor(read_descriptor_t *desc, struct sk_buff *skb,
 			      unsigned int offset, size_t len)
 {
 	struct popup_stream_rd *rd = desc->arg.data;
-	u32 n = min_t(size_t, len, desc->count), done;
-	struct popup_binding *b;
-	u64 pos;
+	u32 n = min_t(size_t, len, desc->count);
 
 	if (!n)
 		return 0;
-	for (done = 0; rd->ctx && done < n; ) {
-		u64 at;
-		u32 poff, k;
-
-		b = rd->ctx->binding;
-		pos = (u64)rd->ctx->slot * b->slot_size;
-		at = pos + rd->off + done;
-		poff = offset_in_page(at);
-		k = min_t(u32, n - done, PAGE_SIZE - poff);
-		if (skb_copy_bits(skb, offset + done,
-				  page_address(b->pages[at >> PAGE_SHIFT]) + poff,
-				  k))
-			return -EFAULT;
-		done += k;
-	}
+	if (rd->ctx && popup_slot_copy_skb(rd->ctx, rd->off, skb, offset, n))
+		return -EFAULT;
 	rd->off += n;
 	desc->count -= n;
 	return n;

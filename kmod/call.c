@@ -417,6 +417,27 @@ static void popup_runner_clear_locked(struct popup_service *svc, int cpu)
 }
 
 /*
+ * The calling thread, waiting as @wt, stops running: it may be the runner
+ * of the CPU it waits on and, if migrated meanwhile, of the one it is on.
+ */
+static void popup_runner_leave_locked(struct popup_service *svc,
+				      const struct popup_waiter *wt)
+{
+	popup_runner_clear_locked(svc, wt->cpu);
+	popup_runner_clear_locked(svc, raw_smp_processor_id());
+}
+
+/*
+ * Will a thread of @svc take what arrives on @cpu without a kick: its
+ * runner runs, or a thread is on its way back from a reply there?
+ */
+static bool popup_cpu_served_locked(struct popup_service *svc, int cpu)
+{
+	return popup_runner_busy_locked(svc, cpu) ||
+	       popup_replying_on_locked(svc, cpu);
+}
+
+/*
  * Give @ctx to waiter @w, or queue it; account the slot. A caller that
  * passes @wake (the arrival callbacks, in softirq) gets @w's thread there,
  * with a reference, to wake with popup_wake_task() once svc->lock is
@@ -595,10 +616,18 @@ out_put:
 	return ret;
 }
 
-/* The binding of the context @r answers, referenced; NULL: ENOENT. */
+/*
+ * The binding of the context @r answers, referenced; ERR_PTR(-EINVAL) for
+ * flags or reserved bits set, ERR_PTR(-ENOENT) for no such binding.
+ */
 static struct popup_binding *popup_reply_binding(const struct popup_reply *r)
 {
-	return popup_binding_get(r->ctx_id >> 32);
+	struct popup_binding *b;
+
+	if (r->flags || r->reserved0)
+		return ERR_PTR(-EINVAL);
+	b = popup_binding_get(r->ctx_id >> 32);
+	return b ?: ERR_PTR(-ENOENT);
 }
 
 /*
@@ -670,11 +699,9 @@ int popup_ioctl_reply(struct popup_proc *proc, const struct popup_reply *r)
 	LIST_HEAD(puts);
 	int ret;
 
-	if (r->flags || r->reserved0)
-		return -EINVAL;
 	b = popup_reply_binding(r);
-	if (!b)
-		return -ENOENT;
+	if (IS_ERR(b))
+		return PTR_ERR(b);
 	spin_lock_bh(&b->svc->lock);
 	ret = popup_reply_locked(proc, b, r, NULL, NULL, &puts);
 	spin_unlock_bh(&b->svc->lock);
@@ -809,8 +836,7 @@ static bool popup_queue_stranded_locked(struct popup_service *svc)
 	list_for_each_entry(ctx, &svc->queue, node) {
 		if (!ctx->psock || ++n > POPUP_AFFINITY_SCAN)
 			return true;
-		if (!popup_runner_busy_locked(svc, ctx->cpu) &&
-		    !popup_replying_on_locked(svc, ctx->cpu))
+		if (!popup_cpu_served_locked(svc, ctx->cpu))
 			return true;
 	}
 	return false;
@@ -842,8 +868,7 @@ static struct popup_ctx *popup_queue_pick_locked(struct popup_service *svc,
 			return first ?: ctx;
 		if (ctx->cpu == cpu)
 			return ctx;
-		if (!first && !popup_replying_on_locked(svc, ctx->cpu) &&
-		    !popup_runner_busy_locked(svc, ctx->cpu))
+		if (!first && !popup_cpu_served_locked(svc, ctx->cpu))
 			first = ctx;
 	}
 	return first;
@@ -985,13 +1010,11 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	memset(&w->ctx, 0, sizeof(w->ctx));
 	if (reply) {
 		/* ENOENT and EINVAL: nothing done. Else the reply is gone. */
-		ret = -EINVAL;
-		if (r->flags || r->reserved0)
-			goto out_put;
-		ret = -ENOENT;
 		rb = popup_reply_binding(r);
-		if (!rb)
+		if (IS_ERR(rb)) {
+			ret = PTR_ERR(rb);
 			goto out_put;
+		}
 		spin_lock_bh(&rb->svc->lock);
 		ret = popup_reply_locked(proc, rb, r, control ? NULL : &wt, svc,
 					 &puts);
@@ -1105,8 +1128,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 
 		tmo = popup_idle_timeout(svc, pool);
 		wt.kicked = false;
-		popup_runner_clear_locked(svc, wt.cpu);
-		popup_runner_clear_locked(svc, raw_smp_processor_id());
+		popup_runner_leave_locked(svc, &wt);
 		if (control) {
 			list_add(&wt.node, &svc->control);
 		} else {
@@ -1140,8 +1162,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	    w->kind != POPUP_WAIT_KIND_DGRAM &&
 	    w->kind != POPUP_WAIT_KIND_CONN &&
 	    w->kind != POPUP_WAIT_KIND_STREAM) {
-		popup_runner_clear_locked(svc, wt.cpu);
-		popup_runner_clear_locked(svc, raw_smp_processor_id());
+		popup_runner_leave_locked(svc, &wt);
 		popup_queue_kick_locked(svc);
 	}
 out_unlock:

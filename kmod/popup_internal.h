@@ -614,6 +614,8 @@ void popup_dgram_abort_locked(struct popup_service *svc,
 			      struct popup_ctx *ctx, u32 kstatus,
 			      struct list_head *puts);
 int popup_dgram_send(struct popup_ctx *ctx, u32 len);
+int popup_slot_copy_skb(struct popup_ctx *ctx, u32 off,
+			const struct sk_buff *skb, u32 skb_off, u32 len);
 void popup_dgram_fill_context(struct popup_ctx *ctx, struct popup_context *c);
 void popup_sock_put(struct popup_sock *ps);
 int popup_arrival_show(struct seq_file *m, void *v);
