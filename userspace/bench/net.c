@@ -91,14 +91,6 @@ static volatile int phase;	/* 0 warm-up, 1 measuring, 2 stop */
 /* Open loop: the measured window, by intended send time (0: not yet). */
 static uint64_t meas_start, meas_end;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
 static unsigned int hist_idx(uint64_t v)
 {
 	unsigned int msb, sub;
@@ -176,22 +168,39 @@ static int send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int client_socket(const struct opts *o)
+int bench_connect(const struct sockaddr_storage *ss, socklen_t len, bool udp)
 {
-	int fd = socket(target.ss_family, o->udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+	int fd = socket(ss->ss_family, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
 	int one = 1;
 
 	if (fd < 0)
 		return -errno;
-	if (!o->udp)
+	if (!udp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&target, target_len)) {
+	if (connect(fd, (const struct sockaddr *)ss, len)) {
 		int err = -errno;
 
 		close(fd);
 		return err;
 	}
 	return fd;
+}
+
+static int client_socket(const struct opts *o)
+{
+	return bench_connect(&target, target_len, o->udp);
+}
+
+void bench_request(unsigned char *req, uint16_t method, uint32_t service,
+		   uint64_t id, uint32_t size)
+{
+	struct popup_wire_hdr h = {
+		.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
+		.method = method, .service = service, .req_id = id, .len = size,
+	};
+
+	popup_wire_encode(req, &h);
+	memcpy(req + POPUP_WIRE_HDR_LEN, &id, size < 8 ? size : 8);
 }
 
 /* ---- connections with requests outstanding ------------------------------ */
@@ -223,16 +232,11 @@ static bool measured(uint64_t due)
 static int open_send(struct oconn *oc, const struct opts *o, uint64_t id, uint64_t due,
 		     unsigned char *req)
 {
-	struct popup_wire_hdr h = {
-		.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
-		.method = o->method, .service = o->service, .req_id = id, .len = o->size,
-	};
 	size_t total = POPUP_WIRE_HDR_LEN + o->size;
 	struct pending *p;
 	int err;
 
-	popup_wire_encode(req, &h);
-	memcpy(req + POPUP_WIRE_HDR_LEN, &id, o->size < 8 ? o->size : 8);
+	bench_request(req, o->method, o->service, id, o->size);
 	if (o->udp)
 		err = send(oc->fd, req, total, 0) == (ssize_t)total ? 0 : -errno;
 	else
@@ -394,6 +398,23 @@ static bool open_idle(const struct oconn *oc, unsigned int nc)
 	return true;
 }
 
+static void open_expire_all(struct client *c, struct oconn *oc, uint64_t now,
+			    bool all)
+{
+	for (unsigned int i = 0; i < c->o->conns; i++)
+		open_expire(c, &oc[i], now, all);
+}
+
+/* The run is over: wait up to IO_TIMEOUT_MS for replies, then give up. */
+static void open_drain(struct client *c, struct oconn *oc, struct pollfd *pf)
+{
+	uint64_t end = now_ns() + IO_TIMEOUT_MS * 1000000ull;
+
+	while (!open_idle(oc, c->o->conns) && now_ns() < end)
+		open_poll(c, oc, pf, now_ns() + 10000000ull);
+	open_expire_all(c, oc, 0, true);
+}
+
 static void open_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 		      unsigned char *req)
 {
@@ -426,8 +447,7 @@ static void open_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 			now = now_ns();
 		}
 		if (o->udp)
-			for (unsigned int i = 0; i < o->conns; i++)
-				open_expire(c, &oc[i], now, false);
+			open_expire_all(c, oc, now, false);
 		open_poll(c, oc, pf, next > now ? next : now);
 	}
 	/* What the schedule wanted in the window but never went out (not
@@ -436,11 +456,7 @@ static void open_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 	for (; next < end; next += interval)
 		if (measured(next))
 			c->missed++;
-	end = now_ns() + IO_TIMEOUT_MS * 1000000ull;
-	while (!open_idle(oc, o->conns) && now_ns() < end)
-		open_poll(c, oc, pf, now_ns() + 10000000ull);
-	for (unsigned int i = 0; i < o->conns; i++)
-		open_expire(c, &oc[i], 0, true);
+	open_drain(c, oc, pf);
 }
 
 /* Closed loop: a new request on a connection as soon as its reply came. */
@@ -448,7 +464,7 @@ static void closed_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 			unsigned char *req)
 {
 	const struct opts *o = c->o;
-	uint64_t id = (uint64_t)c->cpu << 48, end;
+	uint64_t id = (uint64_t)c->cpu << 48;
 
 	while (phase < 2) {
 		uint64_t now = now_ns();
@@ -460,15 +476,10 @@ static void closed_loop(struct client *c, struct oconn *oc, struct pollfd *pf,
 				c->errors++;
 		}
 		if (o->udp)
-			for (unsigned int i = 0; i < o->conns; i++)
-				open_expire(c, &oc[i], now, false);
+			open_expire_all(c, oc, now, false);
 		open_poll(c, oc, pf, now + 10000000ull);
 	}
-	end = now_ns() + IO_TIMEOUT_MS * 1000000ull;
-	while (!open_idle(oc, o->conns) && now_ns() < end)
-		open_poll(c, oc, pf, now_ns() + 10000000ull);
-	for (unsigned int i = 0; i < o->conns; i++)
-		open_expire(c, &oc[i], 0, true);
+	open_drain(c, oc, pf);
 }
 
 static void *client_main(void *arg)
@@ -522,24 +533,25 @@ out:
 	return NULL;
 }
 
-static int resolve(const struct opts *o)
+int bench_resolve(const char *host, const char *port, bool udp,
+		  struct sockaddr_storage *ss, socklen_t *len)
 {
-	struct addrinfo hints = { .ai_socktype = o->udp ? SOCK_DGRAM : SOCK_STREAM };
+	struct addrinfo hints = { .ai_socktype = udp ? SOCK_DGRAM : SOCK_STREAM };
 	struct addrinfo *ai;
-	int err = getaddrinfo(o->host, o->port, &hints, &ai);
+	int err = getaddrinfo(host, port, &hints, &ai);
 
 	if (err) {
-		fprintf(stderr, "popup-bench: cannot resolve %s:%s: %s\n", o->host, o->port,
+		fprintf(stderr, "popup-bench: cannot resolve %s:%s: %s\n", host, port,
 			gai_strerror(err));
 		return -EINVAL;
 	}
-	memcpy(&target, ai->ai_addr, ai->ai_addrlen);
-	target_len = ai->ai_addrlen;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len = ai->ai_addrlen;
 	freeaddrinfo(ai);
 	return 0;
 }
 
-static void sleep_s(double s)
+void sleep_s(double s)
 {
 	struct timespec ts = { .tv_sec = (time_t)s, .tv_nsec = (long)((s - (time_t)s) * 1e9) };
 
@@ -712,7 +724,8 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "versus"))
 		return versus_main(argc - 1, argv + 1);
 	cpus_online(&o.cpus);
-	if (parse(argc, argv, &o) || resolve(&o))
+	if (parse(argc, argv, &o) ||
+	    bench_resolve(o.host, o.port, o.udp, &target, &target_len))
 		return EXIT_USAGE;
 	ncpu = CPU_COUNT(&o.cpus) ? CPU_COUNT(&o.cpus) : (unsigned int)sysconf(_SC_NPROCESSORS_ONLN);
 	cl = calloc(ncpu, sizeof(*cl));

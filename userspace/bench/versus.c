@@ -87,14 +87,6 @@ static uint64_t *burst_ns;	/* wall time of each measured burst */
 static unsigned char *burst_side;	/* its server: 0 a, 1 b */
 static unsigned int nbursts;	/* measured bursts recorded */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void lat_add(struct lat *l, uint64_t ns)
 {
 	if (l->n == l->cap) {
@@ -112,20 +104,10 @@ static void lat_add(struct lat *l, uint64_t ns)
 static int connect_to(const struct vopts *o, const struct target *t)
 {
 	struct timeval tv = { .tv_sec = IO_TIMEOUT_MS / 1000 };
-	int fd = socket(t->addr.ss_family, o->udp ? SOCK_DGRAM : SOCK_STREAM, 0);
-	int one = 1;
+	int fd = bench_connect(&t->addr, t->len, o->udp);
 
-	if (fd < 0)
-		return -errno;
-	if (!o->udp)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (const struct sockaddr *)&t->addr, t->len)) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
 }
 
@@ -171,16 +153,10 @@ static void round_trip(struct vclient *c, int s, uint64_t *id, unsigned char *re
 	unsigned int left = 0;
 
 	for (unsigned int i = 0; i < o->conns; i++) {
-		struct popup_wire_hdr h = {
-			.magic = POPUP_WIRE_MAGIC, .version = POPUP_WIRE_VERSION,
-			.method = 1, .service = 1, .req_id = ++*id, .len = o->size,
-		};
-
 		pf[i].fd = c->fd[s][i];
 		pf[i].events = POLLIN;
-		ids[i] = h.req_id;
-		popup_wire_encode(req, &h);
-		memcpy(req + POPUP_WIRE_HDR_LEN, &h.req_id, o->size < 8 ? o->size : 8);
+		ids[i] = ++*id;
+		bench_request(req, 1, 1, ids[i], o->size);
 		sent_at[i] = now_ns();
 		if (pf[i].fd < 0 || send(pf[i].fd, req, total, MSG_NOSIGNAL) != (ssize_t)total) {
 			pf[i].fd = -1;
@@ -371,10 +347,7 @@ static void report(const struct vopts *o, struct vclient *cl, unsigned int n)
 
 static int resolve_target(const char *spec, bool udp, struct target *t)
 {
-	struct addrinfo hints = { .ai_socktype = udp ? SOCK_DGRAM : SOCK_STREAM };
 	char host[256], *colon;
-	struct addrinfo *ai;
-	int err;
 
 	snprintf(host, sizeof(host), "%s", spec);
 	colon = strrchr(host, ':');
@@ -383,16 +356,7 @@ static int resolve_target(const char *spec, bool udp, struct target *t)
 		return -EINVAL;
 	}
 	*colon = 0;
-	err = getaddrinfo(host, colon + 1, &hints, &ai);
-	if (err) {
-		fprintf(stderr, "popup-bench versus: cannot resolve %s: %s\n", spec,
-			gai_strerror(err));
-		return -EINVAL;
-	}
-	memcpy(&t->addr, ai->ai_addr, ai->ai_addrlen);
-	t->len = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	return 0;
+	return bench_resolve(host, colon + 1, udp, &t->addr, &t->len);
 }
 
 static void vusage(void)
@@ -477,14 +441,6 @@ bad:
 	return -EINVAL;
 }
 
-static void vsleep(double s)
-{
-	struct timespec ts = { .tv_sec = (time_t)s, .tv_nsec = (long)((s - (time_t)s) * 1e9) };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 /* Open the thread's connections; false (with a message) if one fails. */
 static bool open_conns(struct vclient *c)
 {
@@ -539,9 +495,9 @@ int versus_main(int argc, char **argv)
 			fprintf(stderr, "popup-bench versus: cannot start thread %u\n", i);
 			exit(1);	/* the others wait at the barrier for it */
 		}
-	vsleep(o.warmup);
+	sleep_s(o.warmup);
 	phase = 1;
-	vsleep(o.duration);
+	sleep_s(o.duration);
 	phase = 2;
 	for (unsigned int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
