@@ -90,7 +90,8 @@ struct tsrv {
 	int keep_fd;		/* keep KIND_CONN descriptors, for hand-back */
 	int kept[64];
 	__u32 kept_id[64];
-	atomic_int nkept;
+	atomic_int nclaim;	/* kept[] entries claimed */
+	atomic_int nkept;	/* kept[] entries written */
 	atomic_int threads;
 	atomic_int spawned;
 	atomic_int conns;
@@ -209,10 +210,11 @@ static void take_conn(struct tsrv *s, const struct popup_context *ctx)
 		if (s->attach_id[k] == ctx->binding_id)
 			atomic_fetch_add(&s->taken[k], 1);
 	if (s->keep_fd) {
-		k = atomic_fetch_add(&s->nkept, 1);
+		k = atomic_fetch_add(&s->nclaim, 1);
 		if (k < 64) {
 			s->kept[k] = ctx->conn_fd;
 			s->kept_id[k] = id;
+			atomic_fetch_add(&s->nkept, 1);
 			return;
 		}
 	}
@@ -1116,6 +1118,9 @@ TEST_F_TIMEOUT(tcp, detach_under_load_and_handback, 60)
 	ASSERT_LE(0, c);
 	ASSERT_EQ(0, send_req(c, M_ECHO, 1, 1));
 	ASSERT_EQ(0, recv_reply(c, &h, &res));
+	/* Parked, the request may be answered before the parker records it. */
+	for (i = 0; i < 2000 && atomic_load(&s->nkept) < 1; i++)
+		msleep(1);
 	ASSERT_EQ(1, atomic_load(&s->nkept));
 	ASSERT_EQ(0, do_detach(s->fd, s->kept_id[0], POPUP_DETACH_CONN));
 	EXPECT_EQ(-ENOENT, do_detach(s->fd, s->kept_id[0], POPUP_DETACH_CONN));
