@@ -70,6 +70,14 @@ static int call_errno_ok(int e)
 	return 0;
 }
 
+/* A wrong outcome, said on stderr (the worker's exit status only counts). */
+static int bad_at(const char *what, int e)
+{
+	fprintf(stderr, "# worker %d: %s: %s\n", (int)getpid(), what,
+		e ? strerror(e) : "wrong result");
+	return 1;
+}
+
 /* ---- server side ---- */
 
 struct srv {
@@ -139,7 +147,7 @@ static void *srv_thread(void *p)
 			}
 			if (errno != ENOENT && errno != EBADF && errno != EPERM &&
 			    errno != ECANCELED)
-				atomic_fetch_add(&s->bad, 1);
+				atomic_fetch_add(&s->bad, bad_at("server WAIT", errno));
 			break;
 		}
 		w.flags = POPUP_WAIT_POOL;
@@ -295,11 +303,11 @@ static int cli_call(struct cli *c, unsigned int *seed)
 
 	ualarm(0, 0);
 	if (r)
-		return !call_errno_ok(e);
+		return call_errno_ok(e) ? 0 : bad_at("CALL", e);
 	if (call.method == 1 &&
 	    (call.result_len != 8 ||
 	     *(__u64 *)(c->base + slot * c->imp.slot_size) != x * 3 + 1))
-		return 1;
+		return bad_at("CALL", 0);
 	return 0;
 }
 
@@ -319,14 +327,14 @@ static int worker(int id, time_t end)
 		switch (rnd(&seed, 10)) {
 		case 0:
 			if (s.fd < 0 && srv_start(&s, k, &seed))
-				bad++;
+				bad += bad_at("server start", errno);
 			break;
 		case 1:
 			srv_stop(&s, &seed);
 			break;
 		case 2:
 			if (c[which].fd < 0 && cli_open(&c[which], k))
-				bad++;
+				bad += bad_at("client open", errno);
 			break;
 		case 3:
 			cli_close(&c[which], &seed);
