@@ -42,6 +42,9 @@
 #include <linux/cred.h>
 #include <linux/err.h>
 #include <linux/jiffies.h>
+#include <linux/math64.h>
+#include <linux/minmax.h>
+#include <linux/moduleparam.h>
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
@@ -51,6 +54,7 @@
 #include <linux/smp.h>
 #include <linux/net.h>
 #include <linux/user_namespace.h>
+#include <uapi/linux/sched/types.h>
 
 #include "popup_internal.h"
 
@@ -425,6 +429,120 @@ static void popup_runner_leave_locked(struct popup_service *svc,
 {
 	popup_runner_clear_locked(svc, wt->cpu);
 	popup_runner_clear_locked(svc, raw_smp_processor_id());
+}
+
+/*
+ * Burst wake-ups. A handler thread is lean: it sleeps after nearly every
+ * request, so CFS places it behind the thread that queued the next one,
+ * and its wake-up preempts that thread at once (check_preempt_wakeup).
+ * A client that keeps several requests in flight on the CPU then pays two
+ * context switches per request, where an epoll worker, which stays
+ * runnable, drains a batch per wake-up. A SCHED_BATCH task's wake-up
+ * preempts no one: a thread that sleeps as one runs when the CPU's current
+ * task blocks or its slice ends, and finds the burst queued for it (it is
+ * the runner from its hand-off on).
+ *
+ * That delays the answer a client waits for alone (ping-pong), and gains
+ * nothing where the runner takes bursts already (TCP, whose arrivals mostly
+ * queue behind it), so each CPU of a service measures: a normal phase of
+ * POPUP_BURST_PROBE sleeps gives the contexts taken per sleep there, then
+ * its threads sleep as SCHED_BATCH while each window of POPUP_BURST_WINDOW
+ * sleeps takes at least twice that (and over 1.5 per sleep). After
+ * POPUP_BURST_RUN sleeps a burst phase that paid gives way to a short normal
+ * phase (POPUP_BURST_RECHECK sleeps), to measure again.
+ *
+ * The policy is changed around the sleep only, and only from SCHED_NORMAL:
+ * handlers run, and userspace sees, the policy the thread had. The
+ * batch_wakeups parameter turns it off (to measure without it).
+ */
+#define POPUP_BURST_PROBE	256
+#define POPUP_BURST_RECHECK	32
+#define POPUP_BURST_WINDOW	8
+#define POPUP_BURST_RUN		512
+
+static bool batch_wakeups = true;
+module_param(batch_wakeups, bool, 0644);
+MODULE_PARM_DESC(batch_wakeups,
+		 "Let handler threads sleep as SCHED_BATCH on a CPU whose requests come in bursts (default: on)");
+
+/* A thread waiting as @wt took a context. */
+static void popup_took_locked(struct popup_service *svc,
+			      const struct popup_waiter *wt)
+{
+	struct popup_burst *bu = &svc->burst[wt->cpu];
+
+	popup_runner_self_locked(svc);
+	if (bu->taken < U32_MAX)
+		bu->taken++;
+}
+
+static void popup_burst_phase(struct popup_burst *bu, bool on)
+{
+	bu->on = on;
+	bu->sleeps = 0;
+	bu->sum = 0;
+}
+
+/* A burst window ended: does sleeping as SCHED_BATCH pay? */
+static bool popup_burst_pays(const struct popup_burst *bu)
+{
+	u64 need = max_t(u64, 2 * (u64)bu->navg, 24);	/* in 16ths */
+
+	return bu->sum * 16 >= need * POPUP_BURST_WINDOW;
+}
+
+/* A thread goes to sleep on @cpu: as SCHED_BATCH? */
+static bool popup_burst_sleep_locked(struct popup_service *svc, int cpu)
+{
+	struct popup_burst *bu = &svc->burst[cpu];
+
+	lockdep_assert_held(&svc->lock);
+	bu->sum += bu->taken;
+	bu->taken = 0;
+	bu->sleeps++;
+	if (!READ_ONCE(batch_wakeups)) {
+		if (bu->on)
+			popup_burst_phase(bu, false);
+		return false;
+	}
+	if (!bu->on) {
+		if (bu->sleeps < (bu->won ? POPUP_BURST_RECHECK :
+					    POPUP_BURST_PROBE))
+			return false;
+		bu->navg = min_t(u64, div_u64(bu->sum * 16, bu->sleeps),
+				 U32_MAX);
+		popup_burst_phase(bu, true);
+		popup_stat_inc(POPUP_STAT_BURST_PROBES);
+		return true;
+	}
+	if (bu->sleeps % POPUP_BURST_WINDOW)
+		return true;
+	bu->won = popup_burst_pays(bu);
+	if (!bu->won || bu->sleeps >= POPUP_BURST_RUN)
+		popup_burst_phase(bu, false);
+	else
+		bu->sum = 0;
+	return bu->on;
+}
+
+/*
+ * Switch the calling thread from policy @from to @to, keeping its nice
+ * value and reset-on-fork flag; false if its policy was not @from (the
+ * user set another, which we leave alone) or the switch failed.
+ */
+static bool popup_burst_policy(int from, int to)
+{
+	struct sched_attr attr = {
+		.size = sizeof(attr),
+		.sched_policy = to,
+		.sched_nice = task_nice(current),
+	};
+
+	if (current->policy != from)
+		return false;
+	if (current->sched_reset_on_fork)
+		attr.sched_flags = SCHED_FLAG_RESET_ON_FORK;
+	return !sched_setattr_nocheck(current, &attr);
 }
 
 /*
@@ -1056,11 +1174,12 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 	for (;;) {
 		bool notices = control || list_empty(&svc->control);
 		long left, tmo;
+		bool batch;
 
 		ret = 0;
 		if (wt.ctx) {
 			if (popup_ctx_deliver_locked(svc, wt.ctx, w, &puts)) {
-				popup_runner_self_locked(svc);
+				popup_took_locked(svc, &wt);
 				break;
 			}
 			continue;
@@ -1095,7 +1214,7 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 				got = popup_ctx_deliver_locked(svc, next, w,
 							       &puts);
 				if (got)
-					popup_runner_self_locked(svc);
+					popup_took_locked(svc, &wt);
 				popup_pool_update_locked(svc);
 				popup_queue_kick_locked(svc);
 				if (got)
@@ -1129,16 +1248,23 @@ int popup_ioctl_wait(struct popup_proc *proc, struct popup_wait *w,
 		tmo = popup_idle_timeout(svc, pool);
 		wt.kicked = false;
 		popup_runner_leave_locked(svc, &wt);
+		batch = false;
 		if (control) {
 			list_add(&wt.node, &svc->control);
 		} else {
 			list_add(&wt.node, &svc->idle);
 			svc->nidle++;
+			batch = popup_burst_sleep_locked(svc, wt.cpu);
 		}
 		spin_unlock_bh(&svc->lock);
+		batch = batch && popup_burst_policy(SCHED_NORMAL, SCHED_BATCH);
 		left = wait_event_interruptible_timeout(wt.wq,
 							READ_ONCE(wt.kicked),
 							tmo);
+		if (batch) {
+			popup_burst_policy(SCHED_BATCH, SCHED_NORMAL);
+			popup_stat_inc(POPUP_STAT_BURST_WAITS);
+		}
 		spin_lock_bh(&svc->lock);
 		if (!list_empty(&wt.node)) {
 			list_del_init(&wt.node);

@@ -33,6 +33,11 @@
  *     binding the server maps), and handed to an idle thread on that CPU
  *     or queued for the one running there; REPLY sends the answer from
  *     the slot. Overload is answered BUSY by the kernel.
+ *   - Burst wake-ups (call.c): while the threads waking on a CPU take
+ *     twice as many contexts per wake-up that way, they sleep as
+ *     SCHED_BATCH (switched back on waking), so a hand-off does not
+ *     preempt a client that has more requests to send; the batch_wakeups
+ *     parameter turns it off. /proc/popup/services lists those CPUs.
  *   - TCP arrival (arrival_tcp.c): an ATTACHed TCP listener's connections
  *     are accepted by a work item and handed to a handler thread as a new
  *     descriptor (KIND_CONN); a connection the server PARKs back becomes a

@@ -45,6 +45,8 @@ enum popup_stat {
 	POPUP_STAT_SPAWNS,
 	POPUP_STAT_RETIRES,
 	POPUP_STAT_UNMAPS,
+	POPUP_STAT_BURST_PROBES,
+	POPUP_STAT_BURST_WAITS,
 	POPUP_NR_STATS,
 };
 
@@ -182,6 +184,25 @@ struct popup_waiter {
 };
 
 /**
+ * struct popup_burst - burst wake-ups of one CPU of a service (call.c)
+ * @taken:  contexts taken by threads waiting on the CPU since one of them
+ *          last slept there
+ * @sum:    contexts taken in this phase (burst mode: in this window)
+ * @sleeps: sleeps of threads waiting on the CPU in this phase
+ * @navg:   contexts per sleep in the last normal phase, in 16ths
+ * @on:     burst mode: threads sleep there as SCHED_BATCH
+ * @won:    the last burst window paid: the next normal phase is short
+ */
+struct popup_burst {
+	u32 taken;
+	u64 sum;
+	u32 sleeps;
+	u32 navg;
+	bool on;
+	bool won;
+};
+
+/**
  * struct popup_service - an exported interface
  * @refs:         registry, bindings, in-flight ioctls; freed with RCU
  * @rcu:          for kfree_rcu
@@ -224,6 +245,7 @@ struct popup_waiter {
  *                and has not gone idle since, referenced (svc->lock)
  * @watch:        looks again at arrivals queued for runners (call.c)
  * @watching:     @watch is armed and holds a reference (svc->lock)
+ * @burst:        per CPU, how its threads sleep (call.c; svc->lock)
  */
 struct popup_service {
 	struct kref refs;
@@ -262,6 +284,7 @@ struct popup_service {
 	struct task_struct **runner;
 	struct hrtimer watch;
 	bool watching;
+	struct popup_burst *burst;
 };
 
 /**

@@ -90,6 +90,7 @@ static void popup_service_release(struct kref *kref)
 		if (svc->runner[cpu])
 			put_task_struct(svc->runner[cpu]);
 	kfree(svc->runner);
+	kfree(svc->burst);
 	kfree(svc->methods);
 	kfree_rcu(svc, rcu);
 }
@@ -265,7 +266,8 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 		goto err_free;
 	ret = -ENOMEM;
 	svc->runner = kcalloc(nr_cpu_ids, sizeof(*svc->runner), GFP_KERNEL_ACCOUNT);
-	if (!svc->runner)
+	svc->burst = kcalloc(nr_cpu_ids, sizeof(*svc->burst), GFP_KERNEL_ACCOUNT);
+	if (!svc->runner || !svc->burst)
 		goto err_free;
 
 	mutex_lock(&popup_lock);
@@ -466,19 +468,29 @@ int popup_services_show(struct seq_file *m, void *v)
 {
 	struct popup_service *svc;
 
-	seq_puts(m, "id name version pid methods idle busy max queued calls errors\n");
+	seq_puts(m, "id name version pid methods idle busy max queued calls errors burst\n");
 	mutex_lock(&popup_lock);
 	list_for_each_entry(svc, &popup_services, reg_node) {
+		unsigned int cpu;
+		char sep = ' ';
 		u32 busy;
 
 		spin_lock_bh(&svc->lock);
 		busy = svc->nthreads > svc->nidle ?
 		       svc->nthreads - svc->nidle : 0;
-		seq_printf(m, "%u %s %u %d %u %u %u %u %u %llu %llu\n",
+		seq_printf(m, "%u %s %u %d %u %u %u %u %u %llu %llu",
 			   svc->id, svc->name, svc->version, svc->owner_pid,
 			   svc->nmethods, svc->nidle, busy,
 			   svc->pool.max_threads, svc->nqueued, svc->calls,
 			   svc->errors);
+		/* The CPUs in burst mode (call.c), "-" for none. */
+		for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+			if (!svc->burst[cpu].on)
+				continue;
+			seq_printf(m, "%c%u", sep, cpu);
+			sep = ',';
+		}
+		seq_puts(m, sep == ' ' ? " -\n" : "\n");
 		spin_unlock_bh(&svc->lock);
 	}
 	mutex_unlock(&popup_lock);

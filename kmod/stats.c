@@ -33,6 +33,8 @@ static const char *const popup_stat_names[POPUP_NR_STATS] = {
 	[POPUP_STAT_SPAWNS] = "spawns",
 	[POPUP_STAT_RETIRES] = "retires",
 	[POPUP_STAT_UNMAPS] = "unmaps",
+	[POPUP_STAT_BURST_PROBES] = "burstprobes",
+	[POPUP_STAT_BURST_WAITS] = "burstwaits",
 };
 
 static struct proc_dir_entry *popup_proc_dir;

@@ -3,8 +3,8 @@
  * What the kernel-arrival tests (kmod_arrival for UDP, kmod_tcp for TCP)
  * share around their in-test servers: ATTACH and DETACH wrappers, the
  * native reply header, detached handler threads and their WAIT loop, and
- * the readers of
- * /proc/popup/services and /proc/popup/arrival the assertions poll.
+ * the readers of /proc/popup/services, /proc/popup/arrival and
+ * /proc/popup/stats the assertions poll.
  */
 #ifndef ARRIVAL_TEST_H
 #define ARRIVAL_TEST_H
@@ -149,10 +149,10 @@ static inline int wait_idle(__u32 sid, unsigned int n)
 	return -1;
 }
 
-/* Column @col of /proc/popup/arrival summed over the CPUs; -1 if absent. */
-static inline long long arrival_sum(const char *col)
+/* Column @col of per-CPU table @path summed over the CPUs; -1 if absent. */
+static inline long long proc_col_sum(const char *path, const char *col)
 {
-	FILE *f = fopen("/proc/popup/arrival", "r");
+	FILE *f = fopen(path, "r");
 	char line[2048], *tok, *save;
 	long long sum = 0;
 	int idx = -1, i;
@@ -174,6 +174,18 @@ static inline long long arrival_sum(const char *col)
 				sum += atoll(tok);
 	fclose(f);
 	return idx > 0 ? sum : -1;
+}
+
+/* Column @col of /proc/popup/arrival summed over the CPUs; -1 if absent. */
+static inline long long arrival_sum(const char *col)
+{
+	return proc_col_sum("/proc/popup/arrival", col);
+}
+
+/* Column @col of /proc/popup/stats summed over the CPUs; -1 if absent. */
+static inline long long stats_sum(const char *col)
+{
+	return proc_col_sum("/proc/popup/stats", col);
 }
 
 static inline uint16_t port_of(const struct sockaddr_storage *a)

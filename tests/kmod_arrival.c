@@ -23,7 +23,9 @@
  * own callback back so a plain recvfrom works, the module unloads);
  * DETACH under load with userspace taking over the socket and no request
  * lost; rmmod refused while a socket is attached; every ATTACH/DETACH
- * error.
+ * error; burst wake-ups probed on a ping-pong CPU with the handler's
+ * policy untouched where it runs (and where the user chose one), and off
+ * with the batch_wakeups parameter.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,6 +98,8 @@ struct asrv {
 	atomic_int peak;
 	atomic_int gate;
 	atomic_int stop;
+	int policy;		/* handlers set it, and expect to see it */
+	atomic_int wrong_policy;
 };
 
 struct hthread {
@@ -198,6 +202,8 @@ static void handle(struct asrv *s, struct popup_wait *w)
 
 	while (b > p && !atomic_compare_exchange_weak(&s->peak, &p, b))
 		;
+	if (sched_getscheduler(0) != s->policy)
+		atomic_fetch_add(&s->wrong_policy, 1);
 	memset(&w->reply, 0, sizeof(w->reply));
 	w->reply.ctx_id = ctx->ctx_id;
 	if (base && len <= sizeof(req)) {
@@ -229,9 +235,13 @@ static void *handler_thread(void *arg)
 	struct asrv *s = h->s;
 	struct pool_loop l = { s->fd, s->sid, &s->areas, s, spawn_any, handle_kind };
 
+	const struct sched_param sp = { 0 };
+
 	if (h->cpu >= 0)
 		pin_self(h->cpu);
 	free(h);
+	if (s->policy != SCHED_OTHER && sched_setscheduler(0, s->policy, &sp))
+		atomic_fetch_add(&s->wrong_policy, 1);
 	pool_thread_loop(&l);
 	atomic_fetch_sub(&s->threads, 1);
 	return NULL;
@@ -452,6 +462,20 @@ static void name_for(char *buf, size_t n, const char *what)
 	snprintf(buf, n, "kmod_arrival.%s.%d", what, getpid());
 }
 
+/* popup.ko's batch_wakeups parameter (kmod/call.c) to @v. */
+static int set_batch_wakeups(const char *v)
+{
+	int fd = open("/sys/module/popup/parameters/batch_wakeups", O_WRONLY);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, v, strlen(v)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 FIXTURE(arr) {
 	char name[64];
 	struct asrv srv;
@@ -471,6 +495,7 @@ FIXTURE_SETUP(arr)
 FIXTURE_TEARDOWN(arr)
 {
 	server_stop(&self->srv);
+	set_batch_wakeups("1");		/* the default, whatever a case did */
 }
 
 /*
@@ -1018,6 +1043,84 @@ TEST_F_TIMEOUT(arr, udp_detach_under_load, 60)
 	EXPECT_LT(0, j.kernel);
 	EXPECT_LT(0, j.user);
 	EXPECT_EQ(j.sent, j.kernel + j.user);
+}
+
+/*
+ * Burst wake-ups (kmod/call.c): @n ping-pong requests from CPU 0 to one
+ * handler pinned there, whose policy is @policy. Every request is one
+ * sleep of the handler, so more than POPUP_BURST_PROBE (256) of them make
+ * the CPU try burst mode at least once. The handler checks its policy on
+ * every request: SCHED_BATCH is for the sleep only. The deltas of the
+ * burstprobes and burstwaits counters come back in @probes and @waits.
+ */
+static void burst_run(struct __test_metadata *_metadata, struct asrv *s,
+		      const char *name, int policy, int n,
+		      long long *probes, long long *waits)
+{
+	const struct popup_pool pool = {
+		.min_idle = 0, .max_idle = 1, .increment = 1,
+		.max_threads = 1, .queue_limit = 8,
+	};
+	long long p0 = stats_sum("burstprobes"), w0 = stats_sum("burstwaits");
+	struct popup_wire_hdr h;
+	struct echo_res res;
+	int c, k, bad = 0;
+
+	ASSERT_LE(0, p0);
+	ASSERT_LE(0, w0);
+	ASSERT_EQ(0, server_open(s, name, &pool));
+	s->policy = policy;
+	ASSERT_EQ(0, server_attach(s, 1, AF_INET, 8, 4096, 1));
+	spawn(s, 1, 0);
+	ASSERT_EQ(0, wait_idle(s->sid, 1));
+	ASSERT_EQ(0, pin_self(0));
+	c = client_socket(AF_INET, 10000);
+	ASSERT_LE(0, c);
+	for (k = 0; k < n; k++)
+		if (send_req(c, &s->addr[0], s->addrlen[0], s->sid, M_ECHO,
+			     k, k) || recv_reply(c, &h, &res) ||
+		    h.req_id != (uint64_t)k || res.val != k * 3ull + 1)
+			bad++;
+	close(c);
+	EXPECT_EQ(0, bad);
+	EXPECT_EQ(n, atomic_load(&s->handled));
+	EXPECT_EQ(0, atomic_load(&s->wrong_policy));
+	*probes = stats_sum("burstprobes") - p0;
+	*waits = stats_sum("burstwaits") - w0;
+}
+
+TEST_F_TIMEOUT(arr, udp_burst_probe_keeps_policy, 120)
+{
+	long long probes, waits;
+
+	ASSERT_EQ(0, set_batch_wakeups("1"));
+	burst_run(_metadata, &self->srv, self->name, SCHED_OTHER, 600,
+		  &probes, &waits);
+	EXPECT_LE(1, probes);
+	EXPECT_LE(1, waits);	/* slept as SCHED_BATCH, ran as SCHED_OTHER */
+}
+
+TEST_F_TIMEOUT(arr, udp_burst_leaves_user_policy, 120)
+{
+	long long probes, waits;
+
+	ASSERT_EQ(0, set_batch_wakeups("1"));
+	burst_run(_metadata, &self->srv, self->name, SCHED_BATCH, 600,
+		  &probes, &waits);
+	EXPECT_LE(1, probes);
+	EXPECT_EQ(0, waits);	/* not ours to switch, or to switch back */
+}
+
+TEST_F_TIMEOUT(arr, udp_burst_param_off, 120)
+{
+	long long probes, waits;
+
+	ASSERT_EQ(0, set_batch_wakeups("0"));
+	burst_run(_metadata, &self->srv, self->name, SCHED_OTHER, 600,
+		  &probes, &waits);
+	EXPECT_EQ(0, set_batch_wakeups("1"));
+	EXPECT_EQ(0, probes);
+	EXPECT_EQ(0, waits);
 }
 
 TEST_F(arr, rmmod_refused_while_attached)
