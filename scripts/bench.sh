@@ -418,17 +418,17 @@ for path, proto, label in (("kernel", "udp", "popupd --arrival=kernel (popup.ko 
                 num(r, "cpu_us_per_request", "%.1f"), num(r, "ctxsw_per_request", "%.2f")))
 versus = []
 for proto in ("udp", "tcp"):
-    for c in (1, 8):
-        f = os.path.join(raw, "vm-arrival-versus-%s-%d.json" % (proto, c))
+    for c, suffix, label in ((1, "", "1"), (8, "", "8"), (8, "-nobatch", "8, burst wake-ups off")):
+        f = os.path.join(raw, "vm-arrival-versus-%s-%d%s.json" % (proto, c, suffix))
         if not os.path.exists(f):
             continue
         r = json.load(open(f))
         if "failed" in r or not r.get("pairs"):
-            versus.append("| %s | %d | not measured: %s | | | |" % (proto, c, r.get("failed", "no pair")[:80]))
+            versus.append("| %s | %s | not measured: %s | | | |" % (proto, label, r.get("failed", "no pair")[:80]))
             continue
         q = r["ratio_a_over_b"]
-        versus.append("| %s | %d | %d | **%.3fx** (%.3f-%.3f) | %.0f / %.0f | %.0f / %.0f |" % (
-            proto, c, r["pairs"], q["median"], q["q1"], q["q3"], r["a"]["rps"], r["b"]["rps"],
+        versus.append("| %s | %s | %d | **%.3fx** (%.3f-%.3f) | %.0f / %.0f | %.0f / %.0f |" % (
+            proto, label, r["pairs"], q["median"], q["q1"], q["q3"], r["a"]["rps"], r["b"]["rps"],
             r["a"]["p50_us"], r["b"]["p50_us"]))
 cost = []
 f = os.path.join(raw, "vm-arrival-cost.json")
@@ -471,7 +471,10 @@ if rows:
                     "burst and the epoll burst after it; the ratio is their req/s, "
                     "kernel over epoll (above 1: the kernel path is faster), so a "
                     "drift of the host that runs the emulator cancels within the "
-                    "pair. Median over the pairs, with the quartiles.\n\n"
+                    "pair. Median over the pairs, with the quartiles. The \"burst "
+                    "wake-ups off\" rows ran with popup.ko's batch_wakeups "
+                    "parameter at 0: handler threads always sleep as they are, "
+                    "and each hand-off preempts the client (README, Performance).\n\n"
                     "| proto | in flight per CPU | pairs | kernel/epoll | req/s kernel / epoll | p50 us kernel / epoll |\n"
                     "|---|---|---|---|---|---|\n" + "\n".join(versus) + "\n")
         if cost:

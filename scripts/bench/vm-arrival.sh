@@ -31,12 +31,14 @@
 # the median of the burst pairs' kernel/epoll req/s ratio
 # and its quartiles. A drift of the host that runs the emulator, which
 # swings single runs by 10 % and more, cancels within a pair.
+# At eight in flight once more with popup.ko's burst wake-ups off (its
+# batch_wakeups parameter), to show what they bring.
 # Last, popup-udp-cost splits one UDP request's CPU cost into its phases
 # with no scheduling at all (one thread plays client and server).
 #
 # Output on stdout, picked up by scripts/bench.sh like vm-local.sh's:
 #   @@BENCH json vm-arrival-PATH-PROTO {...}   one row
-#   @@BENCH json vm-arrival-versus-PROTO-CONNS {...} popup-bench versus
+#   @@BENCH json vm-arrival-versus-PROTO-CONNS[-nobatch] {...} popup-bench versus
 #   @@BENCH json vm-arrival-cost {...}         popup-udp-cost --json
 # and the same rows as text lines starting with "arrival:" for the log.
 #
@@ -203,20 +205,31 @@ print("%-7s %-4s %9s req/s (runs %s)  p50 %7s us  p99 %7s us  %5s syscalls/req  
 }
 
 # Both paths up at once; popup-bench versus, the kernel path as a: the
-# JSON row of PROTO with CONNS requests in flight per client thread.
-versus()	# PROTO CONNS
+# JSON row of PROTO with CONNS requests in flight per client thread. With
+# "off", popup.ko's burst wake-ups (kmod/call.c) are turned off for the
+# run, to show what they bring; the row is then PROTO-CONNS-nobatch.
+versus()	# PROTO CONNS [off]
 {
-	local proto=$1 c=$2 pk pu burst=64 js
+	local proto=$1 c=$2 pk pu burst=64 js key=$1-$2 par=/sys/module/popup/parameters/batch_wakeups
+	if [ "${3:-}" = off ]; then
+		key=$key-nobatch
+		echo 0 >"$par" || {
+			echo "@@BENCH json vm-arrival-versus-$key {\"failed\":\"cannot set batch_wakeups\"}"
+			return
+		}
+	fi
 	if ! start kernel $port $hport; then
 		stop
-		echo "@@BENCH json vm-arrival-versus-$proto-$c {\"failed\":\"kernel path did not start\"}"
+		echo 1 >"$par" 2>/dev/null
+		echo "@@BENCH json vm-arrival-versus-$key {\"failed\":\"kernel path did not start\"}"
 		return
 	fi
 	pk=$srv_pid
 	if ! start user $port2 $hport2; then
 		stop
 		stop "$pk"
-		echo "@@BENCH json vm-arrival-versus-$proto-$c {\"failed\":\"user path did not start\"}"
+		echo 1 >"$par" 2>/dev/null
+		echo "@@BENCH json vm-arrival-versus-$key {\"failed\":\"user path did not start\"}"
 		return
 	fi
 	pu=$srv_pid
@@ -225,10 +238,11 @@ versus()	# PROTO CONNS
 		--json 2>>"$tmp/bench.err")
 	stop "$pu"
 	stop "$pk"
+	echo 1 >"$par" 2>/dev/null
 	[ "${js#\{}" != "$js" ] ||
 		js="{\"failed\":\"popup-bench versus: $(tail -n 1 "$tmp/bench.err" | tr -d '"\n' | head -c 150)\"}"
-	echo "@@BENCH json vm-arrival-versus-$proto-$c $js"
-	note "versus $proto, $c in flight per CPU (a: kernel, b: epoll): $js"
+	echo "@@BENCH json vm-arrival-versus-$key $js"
+	note "versus $proto, $c in flight per CPU${3:+, burst wake-ups $3} (a: kernel, b: epoll): $js"
 }
 
 if ! grep -q '^popup ' /proc/modules; then
@@ -256,6 +270,7 @@ vsecs=$((secs * 4 * rounds))
 for proto in udp tcp; do
 	versus "$proto" 1
 	versus "$proto" 8
+	versus "$proto" 8 off
 done
 # One request's CPU cost by phase, without scheduling.
 cost=$("$bin/popup-udp-cost" --json --cpu "${cpus%%,*}" 2>&1)
