@@ -501,8 +501,7 @@ static bool popup_burst_sleep_locked(struct popup_service *svc, int cpu)
 	bu->taken = 0;
 	bu->sleeps++;
 	if (!READ_ONCE(batch_wakeups)) {
-		if (bu->on)
-			popup_burst_phase(bu, false);
+		popup_burst_phase(bu, false);	/* a fresh probe once back on */
 		return false;
 	}
 	if (!bu->on) {
