@@ -29,7 +29,7 @@
  * retire churn under steady load), get KIND_RETIRE.
  *
  * Runners: the thread that took a context on a CPU, or was handed one
- * there, is that CPU's runner (svc->runner) until it goes idle. While
+ * there, is that CPU's runner (svc->cpus[].runner) until it goes idle. While
  * it runs (not blocked: a handler that sleeps stops counting), network
  * arrivals on its CPU queue for its next REPLY_WAIT rather than waking a
  * second thread or one on another CPU: one running thread per CPU takes a
@@ -384,7 +384,7 @@ static struct popup_ctx *popup_ctx_new(struct popup_binding *b,
  */
 bool popup_runner_busy_locked(struct popup_service *svc, int cpu)
 {
-	struct task_struct *r = svc->runner[cpu];
+	struct task_struct *r = svc->cpus[cpu].runner;
 
 	lockdep_assert_held(&svc->lock);
 	return r && task_is_running(r) && task_cpu(r) == cpu;
@@ -394,12 +394,12 @@ bool popup_runner_busy_locked(struct popup_service *svc, int cpu)
 static void popup_runner_set_locked(struct popup_service *svc, int cpu,
 				    struct task_struct *task)
 {
-	struct task_struct *old = svc->runner[cpu];
+	struct task_struct *old = svc->cpus[cpu].runner;
 
 	lockdep_assert_held(&svc->lock);
 	if (old == task)
 		return;
-	svc->runner[cpu] = get_task_struct(task);
+	svc->cpus[cpu].runner = get_task_struct(task);
 	if (old)
 		put_task_struct(old);
 }
@@ -414,9 +414,9 @@ static void popup_runner_self_locked(struct popup_service *svc)
 static void popup_runner_clear_locked(struct popup_service *svc, int cpu)
 {
 	lockdep_assert_held(&svc->lock);
-	if (svc->runner[cpu] != current)
+	if (svc->cpus[cpu].runner != current)
 		return;
-	svc->runner[cpu] = NULL;
+	svc->cpus[cpu].runner = NULL;
 	put_task_struct(current);	/* we run: never the last reference */
 }
 
@@ -469,11 +469,8 @@ MODULE_PARM_DESC(batch_wakeups,
 static void popup_took_locked(struct popup_service *svc,
 			      const struct popup_waiter *wt)
 {
-	struct popup_burst *bu = &svc->burst[wt->cpu];
-
 	popup_runner_self_locked(svc);
-	if (bu->taken < U32_MAX)
-		bu->taken++;
+	svc->cpus[wt->cpu].burst.sum++;
 }
 
 static void popup_burst_phase(struct popup_burst *bu, bool on)
@@ -494,11 +491,9 @@ static bool popup_burst_pays(const struct popup_burst *bu)
 /* A thread goes to sleep on @cpu: as SCHED_BATCH? */
 static bool popup_burst_sleep_locked(struct popup_service *svc, int cpu)
 {
-	struct popup_burst *bu = &svc->burst[cpu];
+	struct popup_burst *bu = &svc->cpus[cpu].burst;
 
 	lockdep_assert_held(&svc->lock);
-	bu->sum += bu->taken;
-	bu->taken = 0;
 	bu->sleeps++;
 	if (!READ_ONCE(batch_wakeups)) {
 		popup_burst_phase(bu, false);	/* a fresh probe once back on */

@@ -185,21 +185,30 @@ struct popup_waiter {
 
 /**
  * struct popup_burst - burst wake-ups of one CPU of a service (call.c)
- * @taken:  contexts taken by threads waiting on the CPU since one of them
- *          last slept there
- * @sum:    contexts taken in this phase (burst mode: in this window)
- * @sleeps: sleeps of threads waiting on the CPU in this phase
+ * @sum:    contexts taken by threads waiting on the CPU in this phase
+ *          (burst mode: in this window)
+ * @sleeps: sleeps of those threads in this phase
  * @navg:   contexts per sleep in the last normal phase, in 16ths
  * @on:     burst mode: threads sleep there as SCHED_BATCH
  * @won:    the last burst window paid: the next normal phase is short
  */
 struct popup_burst {
-	u32 taken;
 	u64 sum;
 	u32 sleeps;
 	u32 navg;
 	bool on;
 	bool won;
+};
+
+/**
+ * struct popup_svc_cpu - a service's state on one CPU (svc->lock)
+ * @runner: the thread that last took a context there and has not gone
+ *          idle since, referenced (call.c)
+ * @burst:  how threads waiting there sleep
+ */
+struct popup_svc_cpu {
+	struct task_struct *runner;
+	struct popup_burst burst;
 };
 
 /**
@@ -241,11 +250,9 @@ struct popup_burst {
  * @space_wq:     callers waiting for queue room (POPUP_CALL_BLOCK)
  * @calls:        calls accepted
  * @errors:       calls that failed after acceptance (abort, cancel)
- * @runner:       per CPU, the thread that last took a context there
- *                and has not gone idle since, referenced (svc->lock)
+ * @cpus:         per-CPU state, nr_cpu_ids entries (svc->lock)
  * @watch:        looks again at arrivals queued for runners (call.c)
  * @watching:     @watch is armed and holds a reference (svc->lock)
- * @burst:        per CPU, how its threads sleep (call.c; svc->lock)
  */
 struct popup_service {
 	struct kref refs;
@@ -281,10 +288,9 @@ struct popup_service {
 	wait_queue_head_t space_wq;
 	u64 calls;
 	u64 errors;
-	struct task_struct **runner;
+	struct popup_svc_cpu *cpus;
 	struct hrtimer watch;
 	bool watching;
-	struct popup_burst *burst;
 };
 
 /**

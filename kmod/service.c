@@ -86,11 +86,10 @@ static void popup_service_release(struct kref *kref)
 
 	unsigned int cpu;
 
-	for (cpu = 0; svc->runner && cpu < nr_cpu_ids; cpu++)
-		if (svc->runner[cpu])
-			put_task_struct(svc->runner[cpu]);
-	kfree(svc->runner);
-	kfree(svc->burst);
+	for (cpu = 0; svc->cpus && cpu < nr_cpu_ids; cpu++)
+		if (svc->cpus[cpu].runner)
+			put_task_struct(svc->cpus[cpu].runner);
+	kfree(svc->cpus);
 	kfree(svc->methods);
 	kfree_rcu(svc, rcu);
 }
@@ -265,9 +264,8 @@ int popup_ioctl_export(struct popup_proc *proc, struct popup_export *exp)
 	if (ret)
 		goto err_free;
 	ret = -ENOMEM;
-	svc->runner = kcalloc(nr_cpu_ids, sizeof(*svc->runner), GFP_KERNEL_ACCOUNT);
-	svc->burst = kcalloc(nr_cpu_ids, sizeof(*svc->burst), GFP_KERNEL_ACCOUNT);
-	if (!svc->runner || !svc->burst)
+	svc->cpus = kcalloc(nr_cpu_ids, sizeof(*svc->cpus), GFP_KERNEL_ACCOUNT);
+	if (!svc->cpus)
 		goto err_free;
 
 	mutex_lock(&popup_lock);
@@ -485,7 +483,7 @@ int popup_services_show(struct seq_file *m, void *v)
 			   svc->errors);
 		/* The CPUs in burst mode (call.c), "-" for none. */
 		for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
-			if (!svc->burst[cpu].on)
+			if (!svc->cpus[cpu].burst.on)
 				continue;
 			seq_printf(m, "%c%u", sep, cpu);
 			sep = ',';

@@ -1046,15 +1046,16 @@ TEST_F_TIMEOUT(arr, udp_detach_under_load, 60)
 }
 
 /*
- * Burst wake-ups (kmod/call.c): @n ping-pong requests from CPU 0 to one
- * handler pinned there, whose policy is @policy. Every request is one
+ * Burst wake-ups (kmod/call.c), with popup.ko's batch_wakeups set to
+ * @param: @n ping-pong requests from CPU 0 to one handler pinned there,
+ * whose policy is @policy. Every request is one
  * sleep of the handler, so more than POPUP_BURST_PROBE (256) of them make
  * the CPU try burst mode at least once. The handler checks its policy on
  * every request: SCHED_BATCH is for the sleep only. The deltas of the
  * burstprobes and burstwaits counters come back in @probes and @waits.
  */
 static void burst_run(struct __test_metadata *_metadata, struct asrv *s,
-		      const char *name, int policy, int n,
+		      const char *name, const char *param, int policy, int n,
 		      long long *probes, long long *waits)
 {
 	const struct popup_pool pool = {
@@ -1066,6 +1067,7 @@ static void burst_run(struct __test_metadata *_metadata, struct asrv *s,
 	struct echo_res res;
 	int c, k, bad = 0;
 
+	ASSERT_EQ(0, set_batch_wakeups(param));
 	ASSERT_LE(0, p0);
 	ASSERT_LE(0, w0);
 	ASSERT_EQ(0, server_open(s, name, &pool));
@@ -1093,8 +1095,7 @@ TEST_F_TIMEOUT(arr, udp_burst_probe_keeps_policy, 120)
 {
 	long long probes, waits;
 
-	ASSERT_EQ(0, set_batch_wakeups("1"));
-	burst_run(_metadata, &self->srv, self->name, SCHED_OTHER, 600,
+	burst_run(_metadata, &self->srv, self->name, "1", SCHED_OTHER, 600,
 		  &probes, &waits);
 	EXPECT_LE(1, probes);
 	EXPECT_LE(1, waits);	/* slept as SCHED_BATCH, ran as SCHED_OTHER */
@@ -1104,8 +1105,7 @@ TEST_F_TIMEOUT(arr, udp_burst_leaves_user_policy, 120)
 {
 	long long probes, waits;
 
-	ASSERT_EQ(0, set_batch_wakeups("1"));
-	burst_run(_metadata, &self->srv, self->name, SCHED_BATCH, 600,
+	burst_run(_metadata, &self->srv, self->name, "1", SCHED_BATCH, 600,
 		  &probes, &waits);
 	EXPECT_LE(1, probes);
 	EXPECT_EQ(0, waits);	/* not ours to switch, or to switch back */
@@ -1115,8 +1115,7 @@ TEST_F_TIMEOUT(arr, udp_burst_param_off, 120)
 {
 	long long probes, waits;
 
-	ASSERT_EQ(0, set_batch_wakeups("0"));
-	burst_run(_metadata, &self->srv, self->name, SCHED_OTHER, 600,
+	burst_run(_metadata, &self->srv, self->name, "0", SCHED_OTHER, 600,
 		  &probes, &waits);
 	EXPECT_EQ(0, set_batch_wakeups("1"));
 	EXPECT_EQ(0, probes);
